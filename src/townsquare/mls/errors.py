@@ -1,0 +1,347 @@
+"""
+Errors raised by the MLS core (RFC 9420).
+
+Every error raised by ``townsquare.mls`` derives from :class:`MLSError`. Each
+subclass names one cause; catching a parent catches its whole branch::
+
+    MLSError
+    ├── UsageError               the caller misused the API (a bug in the caller)
+    └── ProtocolError            bad input from the network or a peer
+        ├── DecodeError          bytes that are not a valid encoding (RFC 9420 §2.1)
+        │   ├── Truncated
+        │   ├── TrailingBytes
+        │   ├── NonMinimalVarint
+        │   ├── InvalidVarintPrefix
+        │   ├── InvalidOptionalPrefix
+        │   ├── UnknownEnumValue
+        │   ├── UnknownVariant
+        │   └── InvalidValue
+        ├── CryptoError          a cryptographic check failed
+        │   ├── InvalidSignature
+        │   ├── DecryptError
+        │   ├── InvalidKey
+        │   └── UnsupportedCipherSuite
+        ├── FramingError         RFC 9420 §6
+        │   ├── MembershipTagMismatch
+        │   ├── WrongEpoch
+        │   ├── WrongGroup
+        │   ├── InvalidSender
+        │   ├── InvalidContentType
+        │   ├── InvalidPadding
+        │   ├── ReuseGuardMismatch
+        │   └── GenerationError
+        ├── KeyScheduleError     RFC 9420 §8
+        │   ├── ConfirmationTagMismatch
+        │   └── PSKError
+        ├── TreeError            RFC 9420 §7
+        │   ├── TreeHashMismatch
+        │   ├── ParentHashMismatch
+        │   ├── InvalidLeafNode
+        │   ├── InvalidTreeShape
+        │   └── PathError
+        └── WelcomeError         RFC 9420 §12.4.3.1
+            └── NoMatchingKeyPackage
+
+Errors carry the RFC section they enforce in ``rfc_section`` so that logs and
+tests can say which rule was broken.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class MLSError(Exception):
+    """
+    Root of every error raised by the MLS core.
+    """
+
+    rfc_section: ClassVar[str] = "RFC 9420"
+
+
+class UsageError(MLSError):
+    """
+    The caller used the API wrongly (a bug in the calling code, not bad input).
+    """
+
+
+class ProtocolError(MLSError):
+    """
+    Input from the network or a peer broke the protocol.
+    """
+
+
+# -- Decoding (RFC 9420 §2.1) -------------------------------------------------
+
+
+class DecodeError(ProtocolError):
+    """
+    Bytes that are not a valid encoding; ``offset`` is where decoding stopped.
+    """
+
+    rfc_section = "RFC 9420 §2.1"
+
+    def __init__(self, message: str, offset: int = -1) -> None:
+        """
+        Describe where decoding failed.
+
+        :param message: what was wrong.
+        :param offset: the input position where decoding stopped (-1 if unknown).
+        """
+        super().__init__(f"{message} (at byte {offset})" if offset >= 0 else message)
+        self.offset = offset
+
+
+class Truncated(DecodeError):
+    """
+    The input ended before the value did.
+    """
+
+
+class TrailingBytes(DecodeError):
+    """
+    Bytes remain after a complete top-level value.
+    """
+
+
+class NonMinimalVarint(DecodeError):
+    """
+    A variable-length integer was not encoded in its shortest form (RFC 9420 §2.1.2).
+    """
+
+    rfc_section = "RFC 9420 §2.1.2"
+
+
+class InvalidVarintPrefix(DecodeError):
+    """
+    A variable-length integer started with the reserved prefix 0b11 (RFC 9420 §2.1.2).
+    """
+
+    rfc_section = "RFC 9420 §2.1.2"
+
+
+class InvalidOptionalPrefix(DecodeError):
+    """
+    An optional value's presence octet was neither 0 nor 1 (RFC 9420 §2.1.1).
+    """
+
+    rfc_section = "RFC 9420 §2.1.1"
+
+
+class UnknownEnumValue(DecodeError):
+    """
+    An enumerated field held a value that the RFC does not allow here.
+    """
+
+
+class UnknownVariant(DecodeError):
+    """
+    A ``select`` tag named no known variant, so its body cannot be parsed.
+    """
+
+
+class InvalidValue(DecodeError):
+    """
+    A field decoded but holds a value its structure forbids (for example a wrong length).
+    """
+
+
+# -- Cryptography (RFC 9420 §5) -----------------------------------------------
+
+
+class CryptoError(ProtocolError):
+    """
+    A cryptographic check failed.
+    """
+
+    rfc_section = "RFC 9420 §5"
+
+
+class InvalidSignature(CryptoError):
+    """
+    A signature did not verify (RFC 9420 §5.1.2).
+    """
+
+    rfc_section = "RFC 9420 §5.1.2"
+
+
+class DecryptError(CryptoError):
+    """
+    An AEAD or HPKE ciphertext did not decrypt (wrong key, nonce, AAD or a tampered byte).
+    """
+
+
+class InvalidKey(CryptoError):
+    """
+    A public or private key is not valid for the cipher suite.
+    """
+
+
+class UnsupportedCipherSuite(CryptoError):
+    """
+    The cipher suite is not one of RFC 9420 §17.1's suites 1-7.
+    """
+
+    rfc_section = "RFC 9420 §17.1"
+
+
+# -- Framing (RFC 9420 §6) -----------------------------------------------------
+
+
+class FramingError(ProtocolError):
+    """
+    A message's framing is invalid (RFC 9420 §6).
+    """
+
+    rfc_section = "RFC 9420 §6"
+
+
+class MembershipTagMismatch(FramingError):
+    """
+    A PublicMessage's membership tag did not verify (RFC 9420 §6.2).
+    """
+
+    rfc_section = "RFC 9420 §6.2"
+
+
+class WrongEpoch(FramingError):
+    """
+    A message is for an epoch other than the one expected (RFC 9420 §6).
+    """
+
+
+class WrongGroup(FramingError):
+    """
+    A message is for another group (RFC 9420 §6).
+    """
+
+
+class InvalidSender(FramingError):
+    """
+    A sender type or index is not allowed for this message (RFC 9420 §6).
+    """
+
+
+class InvalidContentType(FramingError):
+    """
+    The content type is not allowed in this wire format (RFC 9420 §6.2, §6.3).
+    """
+
+
+class InvalidPadding(FramingError):
+    """
+    PrivateMessageContent padding held a non-zero byte (RFC 9420 §6.3.1).
+    """
+
+    rfc_section = "RFC 9420 §6.3.1"
+
+
+class ReuseGuardMismatch(FramingError):
+    """
+    Sender data is inconsistent with the message it protects (RFC 9420 §6.3.2).
+    """
+
+    rfc_section = "RFC 9420 §6.3.2"
+
+
+class GenerationError(FramingError):
+    """
+    A ratchet generation is consumed, too old or too far ahead (RFC 9420 §9.1, §9.2).
+    """
+
+    rfc_section = "RFC 9420 §9.2"
+
+
+# -- Key schedule (RFC 9420 §8) ------------------------------------------------
+
+
+class KeyScheduleError(ProtocolError):
+    """
+    A key-schedule check failed (RFC 9420 §8).
+    """
+
+    rfc_section = "RFC 9420 §8"
+
+
+class ConfirmationTagMismatch(KeyScheduleError):
+    """
+    A confirmation tag did not verify (RFC 9420 §8.1).
+    """
+
+    rfc_section = "RFC 9420 §8.1"
+
+
+class PSKError(KeyScheduleError):
+    """
+    A pre-shared key is missing or malformed (RFC 9420 §8.4).
+    """
+
+    rfc_section = "RFC 9420 §8.4"
+
+
+# -- Ratchet tree (RFC 9420 §7) ------------------------------------------------
+
+
+class TreeError(ProtocolError):
+    """
+    A ratchet tree or path is invalid (RFC 9420 §7).
+    """
+
+    rfc_section = "RFC 9420 §7"
+
+
+class TreeHashMismatch(TreeError):
+    """
+    A tree hash differs from the one expected (RFC 9420 §7.8).
+    """
+
+    rfc_section = "RFC 9420 §7.8"
+
+
+class ParentHashMismatch(TreeError):
+    """
+    A parent hash does not verify (RFC 9420 §7.9.2).
+    """
+
+    rfc_section = "RFC 9420 §7.9.2"
+
+
+class InvalidLeafNode(TreeError):
+    """
+    A leaf node failed validation (RFC 9420 §7.3).
+    """
+
+    rfc_section = "RFC 9420 §7.3"
+
+
+class InvalidTreeShape(TreeError):
+    """
+    The tree's array is malformed: wrong size, trailing blanks, a leaf in a parent slot (§7.1).
+    """
+
+    rfc_section = "RFC 9420 §7.1"
+
+
+class PathError(TreeError):
+    """
+    An UpdatePath is malformed or cannot be applied (RFC 9420 §7.6).
+    """
+
+    rfc_section = "RFC 9420 §7.6"
+
+
+# -- Welcome (RFC 9420 §12.4.3.1) ----------------------------------------------
+
+
+class WelcomeError(ProtocolError):
+    """
+    A Welcome message cannot be used to join (RFC 9420 §12.4.3.1).
+    """
+
+    rfc_section = "RFC 9420 §12.4.3.1"
+
+
+class NoMatchingKeyPackage(WelcomeError):
+    """
+    No entry in the Welcome's secrets is for any of our KeyPackages (RFC 9420 §12.4.3.1).
+    """
