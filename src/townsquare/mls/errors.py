@@ -18,6 +18,7 @@ subclass names one cause; catching a parent catches its whole branch::
         │   └── InvalidValue
         ├── CryptoError          a cryptographic check failed
         │   ├── InvalidSignature
+        │   ├── InvalidMAC
         │   ├── DecryptError
         │   ├── InvalidKey
         │   └── UnsupportedCipherSuite
@@ -38,6 +39,9 @@ subclass names one cause; catching a parent catches its whole branch::
         │   ├── ParentHashMismatch
         │   ├── InvalidLeafNode
         │   ├── InvalidTreeShape
+        │   ├── InvalidUnmergedLeaves
+        │   ├── DuplicateKey
+        │   ├── PrivateKeyMismatch
         │   └── PathError
         └── WelcomeError         RFC 9420 §12.4.3.1
             └── NoMatchingKeyPackage
@@ -163,6 +167,14 @@ class InvalidSignature(CryptoError):
     """
 
     rfc_section = "RFC 9420 §5.1.2"
+
+
+class InvalidMAC(CryptoError):
+    """
+    A MAC computed with the suite's hash did not verify (RFC 9420 §5.1, ``MAC``).
+    """
+
+    rfc_section = "RFC 9420 §5.1"
 
 
 class DecryptError(CryptoError):
@@ -320,6 +332,30 @@ class InvalidTreeShape(TreeError):
     """
 
     rfc_section = "RFC 9420 §7.1"
+
+
+class InvalidUnmergedLeaves(TreeError):
+    """
+    A parent's ``unmerged_leaves`` is unsorted or names a leaf it may not (RFC 9420 §12.4.3.1).
+    """
+
+    rfc_section = "RFC 9420 §12.4.3.1"
+
+
+class DuplicateKey(TreeError):
+    """
+    An encryption or signature key appears in more than one node of the tree (RFC 9420 §7.3).
+    """
+
+    rfc_section = "RFC 9420 §7.3"
+
+
+class PrivateKeyMismatch(TreeError):
+    """
+    A private key we hold does not match the public key of its node in the tree (RFC 9420 §7.4).
+    """
+
+    rfc_section = "RFC 9420 §7.4"
 
 
 class PathError(TreeError):

@@ -27,6 +27,7 @@ __all__ = [
     "SENDER",
     "ApplicationData",
     "AuthenticatedContent",
+    "AuthenticatedContentTBM",
     "Content",
     "ExternalSenderRef",
     "FramedContent",
@@ -409,3 +410,29 @@ class MLSMessage(Struct):
         The wire format of ``body``.
         """
         return WireFormat(MLS_MESSAGE_BODY.tag_of(self.body))
+
+
+# -- Membership tag input (RFC 9420 §6.2) ------------------------------------------------
+
+
+def _tbm_is_commit(fields: Mapping[str, object]) -> bool:
+    tbs = fields["content_tbs"]
+    return isinstance(tbs, FramedContentTBS) and isinstance(tbs.content.content, Commit)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthenticatedContentTBM(Struct):
+    """
+    RFC 9420 §6.2::
+
+        struct {
+          FramedContentTBS content_tbs;
+          FramedContentAuthData auth;
+        } AuthenticatedContentTBM;
+
+    ``FramedContentAuthData`` is inline (``signature``, ``confirmation_tag``).
+    """
+
+    content_tbs: FramedContentTBS
+    signature: Annotated[bytes, Opaque]
+    confirmation_tag: Annotated[bytes | None, Opaque, When(_tbm_is_commit)] = None
