@@ -38,13 +38,39 @@ subclass names one cause; catching a parent catches its whole branch::
         │   ├── TreeHashMismatch
         │   ├── ParentHashMismatch
         │   ├── InvalidLeafNode
+        │   │   ├── LeafNodeSourceMismatch
+        │   │   ├── UnsupportedCapability
+        │   │   ├── LifetimeInvalid
+        │   │   ├── InvalidCredential
+        │   │   └── EncryptionKeyNotUpdated
         │   ├── InvalidTreeShape
         │   ├── InvalidUnmergedLeaves
         │   ├── DuplicateKey
         │   ├── PrivateKeyMismatch
         │   └── PathError
+        ├── KeyPackageError      RFC 9420 §10.1
+        │   ├── KeyPackageMismatch
+        │   └── InitKeyReused
+        ├── ProposalError        RFC 9420 §12.1, §12.2
+        │   ├── InvalidProposal
+        │   ├── UnknownProposalRef
+        │   ├── CommitterUpdateOrRemove
+        │   ├── ConflictingLeafChanges
+        │   ├── DuplicateMember
+        │   ├── DuplicatePSK
+        │   ├── MultipleGroupContextExtensions
+        │   ├── ReInitNotAlone
+        │   ├── ProposalNotAllowed
+        │   └── UnsupportedProposal
+        ├── CommitError          RFC 9420 §12.4
+        │   ├── PathRequired
+        │   ├── InvalidExternalCommit
+        │   └── NotOurCommit
         └── WelcomeError         RFC 9420 §12.4.3.1
-            └── NoMatchingKeyPackage
+            ├── NoMatchingKeyPackage
+            ├── GroupInfoMismatch
+            ├── MissingRatchetTree
+            └── OwnLeafNotFound
 
 Errors carry the RFC section they enforce in ``rfc_section`` so that logs and
 tests can say which rule was broken.
@@ -380,4 +406,188 @@ class WelcomeError(ProtocolError):
 class NoMatchingKeyPackage(WelcomeError):
     """
     No entry in the Welcome's secrets is for any of our KeyPackages (RFC 9420 §12.4.3.1).
+    """
+
+
+class LeafNodeSourceMismatch(InvalidLeafNode):
+    """
+    A leaf node's ``leaf_node_source`` is not the one its place requires (RFC 9420 §7.3).
+    """
+
+
+class UnsupportedCapability(InvalidLeafNode):
+    """
+    A leaf node lacks a capability the group needs, or uses one it does not list (§7.3).
+    """
+
+
+class LifetimeInvalid(InvalidLeafNode):
+    """
+    The current time is outside a leaf node's lifetime (RFC 9420 §7.3).
+    """
+
+
+class InvalidCredential(InvalidLeafNode):
+    """
+    The application's credential check rejected a credential (RFC 9420 §5.3.1).
+    """
+
+    rfc_section = "RFC 9420 §5.3.1"
+
+
+class EncryptionKeyNotUpdated(InvalidLeafNode):
+    """
+    An Update or commit leaf reuses the encryption key of the leaf it replaces (§7.3, §12.4.2).
+    """
+
+
+# -- KeyPackages (RFC 9420 §10.1) ------------------------------------------------
+
+
+class KeyPackageError(ProtocolError):
+    """
+    A KeyPackage is not valid (RFC 9420 §10.1).
+    """
+
+    rfc_section = "RFC 9420 §10.1"
+
+
+class KeyPackageMismatch(KeyPackageError):
+    """
+    A KeyPackage's cipher suite or protocol version is not the group's (RFC 9420 §10.1).
+    """
+
+
+class InitKeyReused(KeyPackageError):
+    """
+    A KeyPackage's ``init_key`` equals its leaf's ``encryption_key`` (RFC 9420 §10.1).
+    """
+
+
+# -- Proposals (RFC 9420 §12.1, §12.2) -------------------------------------------
+
+
+class ProposalError(ProtocolError):
+    """
+    A proposal, or a commit's list of proposals, is invalid (RFC 9420 §12.1, §12.2).
+    """
+
+    rfc_section = "RFC 9420 §12.2"
+
+
+class InvalidProposal(ProposalError):
+    """
+    One proposal is invalid on its own (RFC 9420 §12.1).
+    """
+
+    rfc_section = "RFC 9420 §12.1"
+
+
+class UnknownProposalRef(ProposalError):
+    """
+    A commit refers to a proposal the receiver does not hold for this epoch (RFC 9420 §12.4).
+    """
+
+    rfc_section = "RFC 9420 §12.4"
+
+
+class CommitterUpdateOrRemove(ProposalError):
+    """
+    A commit covers an Update from, or a Remove of, the committer itself (RFC 9420 §12.2).
+    """
+
+
+class ConflictingLeafChanges(ProposalError):
+    """
+    A commit covers more than one Update or Remove for the same leaf (RFC 9420 §12.2).
+    """
+
+
+class DuplicateMember(ProposalError):
+    """
+    An Add names a client that is already in the group or added twice (RFC 9420 §12.2).
+    """
+
+
+class DuplicatePSK(ProposalError):
+    """
+    A commit covers two PreSharedKey proposals with the same PreSharedKeyID (RFC 9420 §12.2).
+    """
+
+
+class MultipleGroupContextExtensions(ProposalError):
+    """
+    A commit covers more than one GroupContextExtensions proposal (RFC 9420 §12.2).
+    """
+
+
+class ReInitNotAlone(ProposalError):
+    """
+    A commit covers a ReInit together with another proposal (RFC 9420 §12.2).
+    """
+
+
+class ProposalNotAllowed(ProposalError):
+    """
+    A proposal type is not allowed here (an ExternalInit in a member's commit, §12.2).
+    """
+
+
+class UnsupportedProposal(ProposalError):
+    """
+    A proposal's type is not supported by a member that must process it (RFC 9420 §12.2).
+    """
+
+
+# -- Commits (RFC 9420 §12.4) -----------------------------------------------------
+
+
+class CommitError(ProtocolError):
+    """
+    A commit is invalid (RFC 9420 §12.4).
+    """
+
+    rfc_section = "RFC 9420 §12.4"
+
+
+class PathRequired(CommitError):
+    """
+    A commit that must carry an UpdatePath has none (RFC 9420 §12.4).
+    """
+
+
+class InvalidExternalCommit(CommitError):
+    """
+    An external commit breaks the rules of RFC 9420 §12.4.3.2.
+    """
+
+    rfc_section = "RFC 9420 §12.4.3.2"
+
+
+class NotOurCommit(CommitError):
+    """
+    A commit from our own leaf is not the one we have pending (RFC 9420 §12.4.2).
+    """
+
+
+# -- Welcome (RFC 9420 §12.4.3.1) -------------------------------------------------
+
+
+class GroupInfoMismatch(WelcomeError):
+    """
+    A Welcome's GroupInfo disagrees with its KeyPackage, tree or secrets (RFC 9420 §12.4.3.1).
+    """
+
+
+class MissingRatchetTree(WelcomeError):
+    """
+    Neither the GroupInfo nor the caller supplied the ratchet tree (RFC 9420 §12.4.3.3).
+    """
+
+    rfc_section = "RFC 9420 §12.4.3.3"
+
+
+class OwnLeafNotFound(WelcomeError):
+    """
+    The ratchet tree of a Welcome has no leaf equal to our KeyPackage's (RFC 9420 §12.4.3.1).
     """

@@ -7,16 +7,62 @@ group context it needs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated
 
 from townsquare.mls.codec import U8, U16, U32, U64, Opaque, Struct, Vector, When
-from townsquare.mls.credentials import CREDENTIAL, Credential
+from townsquare.mls.credentials import CREDENTIAL, BasicCredential, Credential
+from townsquare.mls.errors import (
+    EncryptionKeyNotUpdated,
+    LeafNodeSourceMismatch,
+    LifetimeInvalid,
+    UnsupportedCapability,
+)
 from townsquare.mls.extensions import Extension
-from townsquare.mls.registries import LeafNodeSource
+from townsquare.mls.registries import (
+    CredentialType,
+    ExtensionType,
+    LeafNodeSource,
+    ProposalType,
+    ProtocolVersion,
+)
 
-__all__ = ["Capabilities", "LeafNode", "LeafNodeTBS", "Lifetime"]
+if TYPE_CHECKING:
+    from townsquare.mls.ciphersuite import CipherSuite
+    from townsquare.mls.extensions import RequiredCapabilities
+
+# RFC 9420 §7.2: the extension and proposal types that every implementation
+# supports, which therefore need not appear in ``capabilities``.
+DEFAULT_EXTENSION_TYPES = frozenset(int(t) for t in ExtensionType)
+DEFAULT_PROPOSAL_TYPES = frozenset(int(t) for t in ProposalType)
+
+CredentialValidator = Callable[["Credential", bytes], None]
+"""The application's check of a credential and its signature key (RFC 9420 §5.3.1).
+
+It returns to accept and raises :class:`~townsquare.mls.errors.InvalidCredential`
+to reject."""
+
+
+def accept_any_credential(credential: Credential, signature_key: bytes) -> None:
+    """
+    A :data:`CredentialValidator` that accepts every credential (for tests and vectors).
+    """
+    del credential, signature_key
+
+
+__all__ = [
+    "DEFAULT_EXTENSION_TYPES",
+    "DEFAULT_PROPOSAL_TYPES",
+    "Capabilities",
+    "CredentialValidator",
+    "LeafNode",
+    "LeafNodeTBS",
+    "Lifetime",
+    "accept_any_credential",
+    "sign_leaf_node",
+    "validate_leaf_node",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +224,147 @@ class LeafNodeTBS(Struct):
     extensions: Annotated[tuple[Extension, ...], Vector]
     group_id: Annotated[bytes | None, Opaque, When(_in_group)]
     leaf_index: Annotated[int | None, U32, When(_in_group)]
+
+
+def sign_leaf_node(
+    suite: CipherSuite,
+    leaf_node: LeafNode,
+    signature_private_key: bytes,
+    *,
+    group_id: bytes | None = None,
+    leaf_index: int | None = None,
+) -> LeafNode:
+    """
+    Sign a leaf node: ``SignWithLabel(., "LeafNodeTBS", LeafNodeTBS)`` (RFC 9420 §7.2).
+
+    :param leaf_node: the node to sign (its ``signature`` is ignored).
+    :param group_id: the group's id, unless the source is ``key_package``.
+    :param leaf_index: the node's leaf index, unless the source is ``key_package``.
+    :returns: the node with its signature.
+    :raises InvalidKey: if the private key is not valid for the suite.
+    """
+    signature = suite.sign_with_label(
+        signature_private_key, b"LeafNodeTBS", leaf_node.to_be_signed(group_id, leaf_index)
+    )
+    return replace(leaf_node, signature=signature)
+
+
+def _credential_type(credential: Credential) -> int:
+    return int(
+        CredentialType.BASIC if isinstance(credential, BasicCredential) else CredentialType.X509
+    )
+
+
+def validate_leaf_node(
+    suite: CipherSuite,
+    leaf_node: LeafNode,
+    *,
+    source: LeafNodeSource,
+    group_id: bytes | None,
+    leaf_index: int | None,
+    credential_validator: CredentialValidator,
+    required_capabilities: RequiredCapabilities | None = None,
+    credential_types_in_use: Collection[int] = (),
+    credential_types_supported: Collection[int] | None = None,
+    replaced_encryption_key: bytes | None = None,
+    now: int | None = None,
+) -> None:
+    """
+    Check a leaf node against RFC 9420 §7.3, except key uniqueness, which needs the tree.
+
+    :param source: the ``leaf_node_source`` its place requires.
+    :param group_id: the group id the signature covers (``None`` for ``key_package``).
+    :param leaf_index: the leaf index the signature covers (``None`` for ``key_package``).
+    :param credential_validator: the application's credential check.
+    :param required_capabilities: the group's required_capabilities extension, if any.
+    :param credential_types_in_use: credential types of the other members.
+    :param credential_types_supported: credential types every other member supports
+        (``None`` when the group has no other member).
+    :param replaced_encryption_key: the encryption key of the leaf this one replaces.
+    :param now: the current time in seconds since the epoch, to check the lifetime.
+    :raises InvalidCredential: if the application rejects the credential.
+    :raises InvalidSignature: if the signature does not verify.
+    :raises UnsupportedCapability: on a capability mismatch.
+    :raises LifetimeInvalid: if ``now`` is outside the lifetime.
+    :raises LeafNodeSourceMismatch: if the source is not ``source``.
+    :raises EncryptionKeyNotUpdated: if the encryption key was not changed.
+    """
+    # RFC 9420 §7.3: "Verify the leaf_node_source field".
+    if leaf_node.leaf_node_source != source:
+        raise LeafNodeSourceMismatch(
+            f"leaf node source is {leaf_node.leaf_node_source.name}, expected {source.name}"
+        )
+    # RFC 9420 §7.3: "Verify that the credential in the LeafNode is valid, as
+    # described in Section 5.3.1."
+    credential_validator(leaf_node.credential, leaf_node.signature_key)
+    # RFC 9420 §7.3: "Verify that the signature on the LeafNode is valid using
+    # signature_key."
+    suite.verify_with_label(
+        leaf_node.signature_key,
+        b"LeafNodeTBS",
+        leaf_node.to_be_signed(group_id, leaf_index),
+        leaf_node.signature,
+    )
+    capabilities = leaf_node.capabilities
+    if ProtocolVersion.MLS10 not in capabilities.versions:
+        raise UnsupportedCapability("capabilities do not list mls10")
+    if suite.suite_id not in capabilities.cipher_suites:
+        raise UnsupportedCapability(f"capabilities do not list cipher suite {suite.suite_id}")
+    # RFC 9420 §7.3: "If the GroupContext has a required_capabilities extension,
+    # then the required extensions, proposals, and credential types MUST be
+    # listed in the LeafNode's capabilities field."
+    if required_capabilities is not None:
+        missing_extensions = (
+            set(required_capabilities.extension_types)
+            - set(capabilities.extensions)
+            - DEFAULT_EXTENSION_TYPES
+        )
+        missing_proposals = (
+            set(required_capabilities.proposal_types)
+            - set(capabilities.proposals)
+            - DEFAULT_PROPOSAL_TYPES
+        )
+        missing_credentials = set(required_capabilities.credential_types) - set(
+            capabilities.credentials
+        )
+        if missing_extensions or missing_proposals or missing_credentials:
+            raise UnsupportedCapability(
+                "leaf lacks required capabilities: "
+                f"extensions {sorted(missing_extensions)}, proposals {sorted(missing_proposals)}, "
+                f"credentials {sorted(missing_credentials)}"
+            )
+    # RFC 9420 §7.3: "Verify that the credential type is supported by all
+    # members of the group ... and that the capabilities field of this LeafNode
+    # indicates support for all the credential types currently in use by other
+    # members."
+    own_type = _credential_type(leaf_node.credential)
+    if own_type not in capabilities.credentials:
+        raise UnsupportedCapability(f"leaf does not list its own credential type {own_type}")
+    if credential_types_supported is not None and own_type not in credential_types_supported:
+        raise UnsupportedCapability(f"credential type {own_type} is not supported by all members")
+    unsupported = set(credential_types_in_use) - set(capabilities.credentials)
+    if unsupported:
+        raise UnsupportedCapability(f"leaf does not support credential types {sorted(unsupported)}")
+    # RFC 9420 §7.3: "Verify the lifetime field".
+    if now is not None and leaf_node.lifetime is not None:
+        lifetime = leaf_node.lifetime
+        if not lifetime.not_before <= now <= lifetime.not_after:
+            raise LifetimeInvalid(
+                f"time {now} is outside the lifetime [{lifetime.not_before}, {lifetime.not_after}]"
+            )
+    # RFC 9420 §7.3: "Verify that the extensions in the LeafNode are supported by
+    # checking that the ID for each extension in the extensions field is listed in
+    # the capabilities.extensions field of the LeafNode."
+    for extension in leaf_node.extensions:
+        if (
+            extension.extension_type not in capabilities.extensions
+            and extension.extension_type not in DEFAULT_EXTENSION_TYPES
+        ):
+            raise UnsupportedCapability(
+                f"extension {extension.extension_type} is not in the leaf's capabilities"
+            )
+    # RFC 9420 §7.3: an Update's leaf must carry "a different public key than the
+    # encryption_key in the leaf node being replaced"; §12.4.2 says the same of
+    # a commit's path leaf.
+    if replaced_encryption_key is not None and replaced_encryption_key == leaf_node.encryption_key:
+        raise EncryptionKeyNotUpdated("the new leaf keeps the old encryption key")

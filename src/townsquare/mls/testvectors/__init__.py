@@ -94,11 +94,30 @@ def default_vector_dir() -> Path:
     return Path.cwd() / "tests" / "vectors" / "mls"
 
 
+# The fields that only passive-client scenarios have (FORMAT.md, "Passive
+# Client Scenarios"): a file holding them is of that kind whatever its name.
+_PASSIVE_CLIENT_FIELDS = frozenset(("welcome", "epochs", "initial_epoch_authenticator"))
+
+
 def kind_of(path: Path) -> str | None:
     """
-    :returns: the vector kind of the file at ``path``, from its name; ``None`` if it has none.
+    :returns: the vector kind of the file at ``path``: from its name, or, for a file of
+        another name, ``passive-client-random`` if its entries have the passive-client
+        fields; ``None`` if it is of no known kind.
     """
-    return path.stem if path.stem in KINDS else None
+    if path.stem in KINDS:
+        return path.stem
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (
+        isinstance(entries, list)
+        and entries
+        and all(isinstance(e, dict) and e.keys() >= _PASSIVE_CLIENT_FIELDS for e in entries)
+    ):
+        return "passive-client-random"
+    return None
 
 
 def load_file(path: Path) -> list[VectorCase]:

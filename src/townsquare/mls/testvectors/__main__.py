@@ -17,6 +17,7 @@ from townsquare.mls.testvectors import (
     UnsupportedKind,
     VectorMismatch,
     default_vector_dir,
+    kind_of,
     load_checker,
     load_file,
     vector_files,
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         cases = load_file(path)
         try:
-            check = load_checker(cases[0].kind if cases else path.stem)
+            check = load_checker(cases[0].kind if cases else str(kind_of(path)))
         except UnsupportedKind as exc:
             print(f"{path.name}: not supported: {exc}")
             unsupported.append(path.name)
