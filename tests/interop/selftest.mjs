@@ -211,6 +211,7 @@ test('info lists suites 1-7 and the applied patches', async () => {
     '002-unmerged-leaves-check': true,
     '003-optional-presence-octet': true,
     '004-minimal-varint': true,
+    '005-external-pub-struct': true,
   });
 });
 

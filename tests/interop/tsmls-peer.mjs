@@ -82,6 +82,10 @@ const PATCHES = {
     'codec/variableLength.js',
     'Townsquare patch (RFC 9420 §2.1.2)',
   ],
+  '005-external-pub-struct': [
+    'createCommit.js',
+    'Townsquare patch (RFC 9420 §12.4.3.2)',
+  ],
 };
 
 const patchesApplied = Object.fromEntries(

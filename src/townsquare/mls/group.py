@@ -1397,7 +1397,6 @@ class Group:
         rng: Rng,
         ratchet_tree: bytes | None = None,
         resync_leaf: LeafIndex | None = None,
-        capabilities: object | None = None,
         config: GroupConfig | None = None,
         authenticated_data: bytes = b"",
         now: int | None = None,
@@ -1417,7 +1416,6 @@ class Group:
         :returns: the commit to send and the group it leads to once accepted.
         :raises ProtocolError: (a subclass) if the GroupInfo or tree is invalid.
         """
-        del capabilities
         config = config or GroupConfig()
         message = MLSMessage.decode(group_info_message)
         if not isinstance(message.body, GroupInfo):
