@@ -30,6 +30,7 @@ from townsquare.mls.ciphersuite import CipherSuite, Rng, get_cipher_suite
 from townsquare.mls.commit import Commit, ProposalOrRef, ProposalRef
 from townsquare.mls.credentials import Credential
 from townsquare.mls.errors import (
+    DuplicateKey,
     GroupInfoMismatch,
     InvalidContentType,
     InvalidExternalCommit,
@@ -1348,6 +1349,12 @@ class Group:
             replaced_encryption_key=None if current is None else current.encryption_key,
             now=now,
         )
+        # RFC 9420 §7.3: "Verify that the following fields are unique among the
+        # members of the group: signature_key, encryption_key." The committer
+        # may keep its own signature key; it may not take another member's.
+        kept = None if current is None else current.signature_key
+        if leaf.signature_key != kept and applied.tree.has_signature_key(leaf.signature_key):
+            raise DuplicateKey("the UpdatePath's leaf reuses another member's signature key")
 
     def merge(self, staged: StagedCommit) -> None:
         """
