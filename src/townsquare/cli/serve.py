@@ -1,0 +1,94 @@
+"""
+``townsquare serve``: run a relay with uvicorn.
+
+With no flags it is a complete relay: SQLite in ``$TOWNSQUARE_DATA`` (else
+``./townsquare-data``), listening on 127.0.0.1:8080. It stops cleanly on
+SIGINT or SIGTERM: uvicorn finishes the requests in flight, then the
+application's lifespan closes the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from townsquare.server import Settings, create_app
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parser", "run"]
+
+#: Loopback by default: exposing a relay to a network is a deliberate choice.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+# Seconds uvicorn waits for requests in flight at shutdown.
+_GRACEFUL_SHUTDOWN_SECONDS = 10
+# Seconds an idle keep-alive connection stays open.
+_KEEP_ALIVE_SECONDS = 30
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("TOWNSQUARE_DATA", "townsquare-data"))
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """
+    Register ``serve`` on the command's subparsers.
+
+    :param commands: the object ``ArgumentParser.add_subparsers`` returned.
+    """
+    parser = commands.add_parser("serve", help="run a relay", description="Run a Townsquare relay.")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the data folder (default: $TOWNSQUARE_DATA, else ./townsquare-data)",
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"the address to listen on (default: {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the TCP port to listen on (default: {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="how much to log (default: info)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """
+    Serve until stopped.
+
+    :param args: the parsed arguments.
+    :returns: 0 after a clean stop; non-zero if the relay could not start (uvicorn may
+        exit with its own status 3 first).
+    """
+    data_dir: Path = args.data if args.data is not None else _default_data_dir()
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    logging.getLogger("townsquare.server").info(
+        "Townsquare relay on http://%s:%d, data in %s", args.host, args.port, data_dir.resolve()
+    )
+    app = create_app(Settings(data_dir=data_dir))
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=_KEEP_ALIVE_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

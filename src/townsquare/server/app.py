@@ -1,0 +1,136 @@
+"""
+The relay's ASGI application: FastAPI routes over the directory and the store.
+
+:func:`create_app` wires the parts explicitly (no global state): a store, a
+clock, the directory, the authenticator, a router per resource, the body
+limit and the problem handlers. The lifespan opens the store (applying
+migrations) before the first request and runs housekeeping (deleting expired
+nonces and quota windows) until shutdown.
+
+``/openapi.json`` describes every operation exactly, including each status's
+problem types; FastAPI's generic 422 validation response is replaced by the
+relay's own (400 ``invalid-request``, 413 for limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from townsquare import __version__
+from townsquare.server.auth import Authenticator
+from townsquare.server.clock import Clock, SystemClock
+from townsquare.server.config import Settings
+from townsquare.server.directory import Directory
+from townsquare.server.errors import ServerError
+from townsquare.server.http import accounts, health, key_packages
+from townsquare.server.http.body_limit import BodyLimitMiddleware
+from townsquare.server.http.problems import install_problem_handlers
+from townsquare.server.http.signing import Signatures
+from townsquare.server.storage import SQLiteStorage, Storage
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("townsquare.server")
+
+
+async def _housekeeping(storage: Storage, clock: Clock, interval_seconds: float) -> None:
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            deleted = await storage.purge_expired(clock.now())
+        except ServerError as exc:
+            # A failed purge only delays deletion; the next round retries.
+            _log.warning("housekeeping failed: %s: %s", exc.code, exc.detail)
+        else:
+            _log.debug("housekeeping deleted %d expired records", deleted)
+
+
+def create_app(
+    settings: Settings, *, storage: Storage | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """
+    Build the relay application.
+
+    :param settings: the data folder and limits.
+    :param storage: the store (default: SQLite in ``settings.data_dir``); the app opens it
+        at startup and closes it at shutdown.
+    :param clock: the wall clock (default: the system's).
+    :returns: the ASGI application.
+    """
+    store: Storage = storage if storage is not None else SQLiteStorage(settings.data_dir)
+    wall_clock: Clock = clock if clock is not None else SystemClock()
+    limits = settings.limits
+    directory = Directory(store, wall_clock, limits)
+    signatures = Signatures(
+        Authenticator(store, wall_clock, clock_skew_seconds=limits.clock_skew_seconds)
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                housekeeping = tasks.create_task(
+                    _housekeeping(store, wall_clock, limits.housekeeping_interval_seconds)
+                )
+                try:
+                    yield
+                finally:
+                    housekeeping.cancel()
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="Townsquare relay",
+        version=__version__,
+        description="The HTTP API of a Townsquare relay; see docs/protocol.md.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.include_router(health.router(store))
+    app.include_router(accounts.router(directory, signatures))
+    app.include_router(key_packages.router(directory, signatures))
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _without_generic_validation_errors(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _without_generic_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    # FastAPI adds a 422 "HTTPValidationError" response to every operation with
+    # parameters; the relay answers those cases with its own documented problems.
+    generic = "#/components/schemas/HTTPValidationError"
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            response = operation.get("responses", {}).get("422")
+            if response is None:
+                continue
+            content = response.get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref") == generic:
+                del operation["responses"]["422"]
+    schemas = schema.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return schema

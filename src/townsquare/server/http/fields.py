@@ -1,0 +1,121 @@
+"""
+The JSON forms of the API's values: bytes as canonical base64url, times as Unix seconds.
+
+Each type validates on the way in (so a handler only ever sees well-formed
+values) and publishes the exact pattern and length limit in
+``/openapi.json``. A string over its length limit fails with pydantic's
+``string_too_long``, which :mod:`~townsquare.server.http.problems` answers as
+413 ``field-too-large``; any other malformed value is 400 ``invalid-request``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from townsquare import auth
+from townsquare.server.config import MAX_KEY_PACKAGE_BYTES
+from townsquare.server.errors import InvalidRequest
+
+__all__ = [
+    "KEY_PATTERN",
+    "KeyPackageText",
+    "KeyText",
+    "SignatureText",
+    "UnixTime",
+    "key_from_path",
+]
+
+#: The pattern of a 32-byte key in base64url: 43 characters.
+KEY_PATTERN = auth.exact_b64u_pattern(auth.PUBLIC_KEY_BYTES)
+
+
+def _b64u(*, length: int | None = None, max_bytes: int | None = None) -> BeforeValidator:
+    max_chars = None if max_bytes is None else math.ceil(max_bytes * 4 / 3)
+
+    def decode(value: object) -> bytes:
+        if isinstance(value, bytes):
+            # Built by the relay itself for a response; JSON input is never bytes.
+            return value
+        if not isinstance(value, str):
+            raise PydanticCustomError("string_type", "Input should be a valid string")
+        if max_chars is not None and len(value) > max_chars:
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters",
+                {"max_length": max_chars},
+            )
+        try:
+            return auth.decode_b64u(value, length=length)
+        except auth.MalformedText as exc:
+            raise PydanticCustomError("base64url", "{error}", {"error": str(exc)}) from exc
+
+    return BeforeValidator(decode)
+
+
+def _schema(pattern: str, description: str, *, max_length: int | None = None) -> WithJsonSchema:
+    schema: dict[str, Any] = {
+        "type": "string",
+        "pattern": pattern,
+        "contentEncoding": "base64url",
+        "description": description,
+    }
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    return WithJsonSchema(schema)
+
+
+_ENCODE = PlainSerializer(auth.encode_b64u, return_type=str)
+
+#: A 32-byte Ed25519 public key (an account or a device).
+KeyText = Annotated[
+    bytes,
+    _b64u(length=auth.PUBLIC_KEY_BYTES),
+    _ENCODE,
+    _schema(KEY_PATTERN, "An Ed25519 public key (32 bytes), unpadded base64url."),
+]
+
+#: A 64-byte Ed25519 signature.
+SignatureText = Annotated[
+    bytes,
+    _b64u(length=auth.SIGNATURE_BYTES),
+    _ENCODE,
+    _schema(
+        auth.exact_b64u_pattern(auth.SIGNATURE_BYTES),
+        "An Ed25519 signature (64 bytes), unpadded base64url.",
+    ),
+]
+
+#: An encoded ``MLSMessage`` carrying a KeyPackage, at most MAX_KEY_PACKAGE_BYTES.
+KeyPackageText = Annotated[
+    bytes,
+    _b64u(max_bytes=MAX_KEY_PACKAGE_BYTES),
+    _ENCODE,
+    _schema(
+        auth.B64U_PATTERN,
+        "An MLSMessage carrying a KeyPackage (RFC 9420 §6, §10), unpadded base64url,"
+        f" at most {MAX_KEY_PACKAGE_BYTES} bytes.",
+        max_length=math.ceil(MAX_KEY_PACKAGE_BYTES * 4 / 3),
+    ),
+]
+
+#: Whole seconds since the Unix epoch. At most 2^53 - 1, so that the web client holds
+#: it in an ordinary JavaScript number (as docs/wire.md does for its integers).
+UnixTime = Annotated[int, Field(strict=True, ge=0, le=(1 << 53) - 1)]
+
+
+def key_from_path(text: str) -> bytes:
+    """
+    Decode a key from a path parameter that the route's pattern has already checked.
+
+    :param text: the parameter.
+    :returns: the 32-byte key.
+    :raises InvalidRequest: if it is not a canonical 32-byte key.
+    """
+    try:
+        return auth.decode_b64u(text, length=auth.PUBLIC_KEY_BYTES)
+    except auth.MalformedText as exc:
+        raise InvalidRequest(f"the key in the path is malformed: {exc}") from exc

@@ -1,0 +1,111 @@
+"""
+/openapi.json describes every operation exactly, and the error hierarchy is consistent.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from townsquare.server import Settings, create_app
+from townsquare.server.errors import PROBLEM_TYPE_PREFIX, ServerError, all_error_classes
+
+OPERATIONS = {
+    ("get", "/healthz"),
+    ("post", "/v1/accounts"),
+    ("post", "/v1/devices"),
+    ("get", "/v1/accounts/{account_key}/devices"),
+    ("post", "/v1/key-packages"),
+    ("get", "/v1/key-packages/count"),
+    ("post", "/v1/devices/{device_key}/key-packages/claim"),
+    ("post", "/v1/accounts/{account_key}/key-packages/claim"),
+}
+SIGNATURE_HEADERS = [
+    "Townsquare-Device",
+    "Townsquare-Timestamp",
+    "Townsquare-Nonce",
+    "Townsquare-Signature",
+]
+PROTOCOL_MD = Path(__file__).parents[3] / "docs" / "protocol.md"
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("openapi")))
+    return app.openapi()
+
+
+@pytest.mark.anyio
+async def test_openapi_json_is_served_unsigned(relay, spec):
+    response = await relay.client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.json() == spec
+
+
+def test_every_operation_is_described(spec):
+    described = {(m, p) for p, item in spec["paths"].items() for m in item}
+    assert described == OPERATIONS
+    assert {op["operationId"] for item in spec["paths"].values() for op in item.values()}
+
+
+def test_signed_operations_require_the_signature_headers(spec):
+    for path, item in spec["paths"].items():
+        for operation in item.values():
+            headers = [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
+            if path == "/healthz":
+                assert headers == []
+                continue
+            assert headers == SIGNATURE_HEADERS
+            assert all(
+                p["required"] for p in operation["parameters"] if p["name"] in SIGNATURE_HEADERS
+            )
+            assert {"401", "409", "413"} <= set(operation["responses"])
+
+
+def test_error_responses_are_problems_with_known_types(spec):
+    known = {cls.problem_type() for cls in all_error_classes()}
+    for item in spec["paths"].values():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                if status.startswith("2"):
+                    assert list(response["content"]) == ["application/json"]
+                    continue
+                schema = response["content"]["application/problem+json"]["schema"]
+                assert set(schema["properties"]["type"]["enum"]) <= known
+                assert schema["properties"]["status"]["const"] == int(status)
+
+
+def test_the_generic_validation_error_is_gone(spec):
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for item in spec["paths"].values():
+        for operation in item.values():
+            assert "422" not in operation["responses"] or (
+                "application/problem+json" in operation["responses"]["422"]["content"]
+            )
+
+
+def test_codes_are_unique_kebab_case_and_statuses_are_http_errors():
+    classes = all_error_classes()
+    codes = [cls.code for cls in classes]
+    assert len(codes) == len(set(codes))
+    for cls in classes:
+        assert re.fullmatch(r"[a-z]+(-[a-z]+)*", cls.code)
+        assert 400 <= cls.status <= 599
+        assert cls.problem_type() == PROBLEM_TYPE_PREFIX + cls.code
+        assert cls.title
+        assert cls.__doc__
+
+
+def test_children_keep_their_parents_status():
+    for cls in all_error_classes():
+        for parent in cls.__mro__[1:]:
+            if issubclass(parent, ServerError) and parent not in (ServerError, cls):
+                assert cls.status == parent.status, cls
+
+
+def test_docs_protocol_lists_every_problem_type():
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    missing = [cls.code for cls in all_error_classes() if f"`{cls.code}`" not in text]
+    assert missing == []
