@@ -234,6 +234,8 @@ class RatchetTree:
 
     __slots__ = (
         "_blank_leaves",
+        "_change_token",
+        "_changed",
         "_encryption_keys",
         "_hashes",
         "_n_leaves",
@@ -257,6 +259,10 @@ class RatchetTree:
     # so that a commit checks its new keys for reuse in O(1) each.
     _encryption_keys: dict[bytes, int]
     _signature_keys: dict[bytes, int]
+    # Which nodes were written since track_changes() returned _change_token
+    # (None: changes are not tracked), so that persistence writes only those.
+    _change_token: object | None
+    _changed: set[NodeIndex] | None
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[Node | None]) -> None:
         """
@@ -302,6 +308,8 @@ class RatchetTree:
         self._blank_leaves = [i for i in range(n_leaves) if padded[2 * i] is None]
         self._encryption_keys = {}
         self._signature_keys = {}
+        self._change_token = None
+        self._changed = None
         for index, node in enumerate(padded):
             self._write(index, node)
 
@@ -343,11 +351,46 @@ class RatchetTree:
         other._blank_leaves = self._blank_leaves.copy()
         other._encryption_keys = self._encryption_keys.copy()
         other._signature_keys = self._signature_keys.copy()
+        other._change_token = self._change_token
+        other._changed = None if self._changed is None else self._changed.copy()
         return other
+
+    def track_changes(self) -> object:
+        """
+        Start recording which nodes this tree, and every copy made of it from now on, writes.
+
+        Persistence calls this once it has stored the tree, then asks a later
+        tree of the same lineage for :meth:`changed_nodes` and writes only
+        those. Calling it again starts a new record (copies made before keep
+        the old one).
+
+        :returns: a token naming this point, for :meth:`changed_nodes`.
+        """
+        token = object()
+        self._change_token = token
+        self._changed = set()
+        return token
+
+    def changed_nodes(self, since: object) -> frozenset[NodeIndex] | None:
+        """
+        The nodes written since :meth:`track_changes` returned ``since``.
+
+        Counts writes to this tree and to the trees it was copied from after
+        that point. A written node may hold the same value as before, and an
+        index may lie past the tree's current width (the tree was truncated).
+
+        :param since: a token returned by :meth:`track_changes`.
+        :returns: the node indices, or ``None`` if this tree does not descend from that point.
+        """
+        if self._changed is None or self._change_token is not since:
+            return None
+        return frozenset(self._changed)
 
     def _write(self, index: int, node: Node | None) -> None:
         # Every change of a node goes through here, to keep the key counts.
         old = self._nodes[index]
+        if self._changed is not None:
+            self._changed.add(NodeIndex(index))
         if old is not None:
             _count(self._encryption_keys, old.encryption_key, -1)
             if isinstance(old, LeafNode):

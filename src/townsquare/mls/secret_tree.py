@@ -43,6 +43,7 @@ __all__ = [
     "RatchetKind",
     "RatchetState",
     "SecretTree",
+    "SecretTreeChanges",
     "SecretTreeState",
     "ratchet_kind_for",
     "sender_data_key_nonce",
@@ -159,6 +160,20 @@ class SecretTreeState:
     ratchets: tuple[RatchetState, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretTreeChanges:
+    """
+    What a :class:`SecretTree` changed since :meth:`SecretTree.track_changes`, as values.
+
+    ``node_secrets`` pairs each changed node with its secret, or ``None`` if it
+    was deleted; ``ratchets`` holds the current state of each changed ratchet
+    (ratchets are never deleted within an epoch).
+    """
+
+    node_secrets: tuple[tuple[NodeIndex, bytes | None], ...] = field(repr=False)
+    ratchets: tuple[RatchetState, ...]
+
+
 # -- Plans: what consuming a key will change ------------------------------------------
 
 
@@ -223,6 +238,8 @@ class SecretTree:
         "_nodes",
         "_ratchets",
         "_suite",
+        "_tracked_nodes",
+        "_tracked_ratchets",
         "_version",
     )
 
@@ -264,6 +281,90 @@ class SecretTree:
         # Bumped by every change, so that a plan made earlier is not applied
         # to a state it was not made for.
         self._version = 0
+        # What changed since track_changes() (None: not tracked), so that
+        # persistence writes only the ratchet a message advanced.
+        self._tracked_nodes: set[NodeIndex] | None = None
+        self._tracked_ratchets: set[tuple[LeafIndex, RatchetKind]] | None = None
+
+    @classmethod
+    def restore(
+        cls,
+        suite: CipherSuite,
+        state: SecretTreeState,
+        *,
+        max_forward_distance: int = DEFAULT_MAX_FORWARD_DISTANCE,
+        max_retained_keys: int = DEFAULT_MAX_RETAINED_KEYS,
+    ) -> SecretTree:
+        """
+        Rebuild a secret tree from a :meth:`snapshot` (read back from the device's own store).
+
+        :param suite: the group's cipher suite.
+        :param state: the snapshot.
+        :param max_forward_distance: as for :class:`SecretTree`.
+        :param max_retained_keys: as for :class:`SecretTree`.
+        :returns: a tree whose :meth:`snapshot` equals ``state``.
+        :raises UsageError: if ``state`` is for another suite, or a size, index or secret
+            in it is invalid.
+        """
+        if state.cipher_suite != suite.suite_id:
+            raise UsageError("the snapshot is for another cipher suite")
+        # The constructor checks the sizes and windows; its root secret is
+        # replaced by the snapshot's nodes below.
+        tree = cls(
+            suite,
+            bytes(suite.hash_length),
+            state.n_leaves,
+            max_forward_distance=max_forward_distance,
+            max_retained_keys=max_retained_keys,
+        )
+        width = tree_math.node_count(state.n_leaves)
+        nodes: dict[NodeIndex, bytes] = {}
+        for node, secret in state.node_secrets:
+            if not 0 <= node < width or len(secret) != suite.hash_length:
+                raise UsageError(f"invalid secret for node {node}")
+            nodes[node] = secret
+        ratchets: dict[tuple[LeafIndex, RatchetKind], _Ratchet] = {}
+        for r in state.ratchets:
+            if not 0 <= r.leaf_index < state.n_leaves or len(r.secret) != suite.hash_length:
+                raise UsageError(f"invalid ratchet for leaf {r.leaf_index}")
+            ratchet = _Ratchet(r.secret)
+            ratchet.next_generation = r.next_generation
+            ratchet.retained = {g: (k, n) for g, k, n in r.retained}
+            ratchets[(r.leaf_index, r.kind)] = ratchet
+        tree._nodes = nodes
+        tree._ratchets = ratchets
+        return tree
+
+    def track_changes(self) -> None:
+        """
+        Start (or restart) recording which node secrets and ratchets change, for :meth:`changes`.
+        """
+        self._tracked_nodes = set()
+        self._tracked_ratchets = set()
+
+    def changes(self) -> SecretTreeChanges:
+        """
+        :returns: the node secrets and ratchets changed since :meth:`track_changes`.
+        :raises UsageError: if :meth:`track_changes` was never called.
+        """
+        if self._tracked_nodes is None or self._tracked_ratchets is None:
+            raise UsageError("changes are not tracked: call track_changes() first")
+        ratchets = []
+        for leaf, kind in sorted(self._tracked_ratchets, key=lambda k: (k[0], k[1].value)):
+            r = self._ratchets[(leaf, kind)]
+            ratchets.append(
+                RatchetState(
+                    leaf_index=leaf,
+                    kind=kind,
+                    next_generation=r.next_generation,
+                    secret=r.secret,
+                    retained=tuple((g, k, n) for g, (k, n) in r.retained.items()),
+                )
+            )
+        return SecretTreeChanges(
+            node_secrets=tuple((n, self._nodes.get(n)) for n in sorted(self._tracked_nodes)),
+            ratchets=tuple(ratchets),
+        )
 
     @property
     def n_leaves(self) -> int:
@@ -497,3 +598,10 @@ class SecretTree:
             while len(ratchet.retained) > self._max_retained_keys:
                 del ratchet.retained[next(iter(ratchet.retained))]
         self._version += 1
+        if self._tracked_nodes is not None and self._tracked_ratchets is not None:
+            if plan.opening is not None:
+                self._tracked_nodes.add(plan.opening.start)
+                self._tracked_nodes.update(node for node, _ in plan.opening.siblings)
+                self._tracked_ratchets.add((leaf, RatchetKind.HANDSHAKE))
+                self._tracked_ratchets.add((leaf, RatchetKind.APPLICATION))
+            self._tracked_ratchets.add((leaf, kind))
