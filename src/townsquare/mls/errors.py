@@ -16,6 +16,7 @@ subclass names one cause; catching a parent catches its whole branch::
         │   ├── UnknownEnumValue
         │   ├── UnknownVariant
         │   └── InvalidValue
+        │       └── DuplicateExtension
         ├── CryptoError          a cryptographic check failed
         │   ├── InvalidSignature
         │   ├── InvalidMAC
@@ -591,3 +592,14 @@ class OwnLeafNotFound(WelcomeError):
     """
     The ratchet tree of a Welcome has no leaf equal to our KeyPackage's (RFC 9420 §12.4.3.1).
     """
+
+
+# -- Extensions (RFC 9420 §13.4) ---------------------------------------------------
+
+
+class DuplicateExtension(InvalidValue):
+    """
+    A list of extensions holds two extensions of the same type (RFC 9420 §13.4).
+    """
+
+    rfc_section = "RFC 9420 §13.4"

@@ -77,6 +77,7 @@ from townsquare.mls.leaf_node import (
     CredentialValidator,
     LeafNode,
     accept_any_credential,
+    check_extension_types_unique,
     sign_leaf_node,
     validate_leaf_node,
 )
@@ -93,6 +94,7 @@ from townsquare.mls.psk import PreSharedKeyID, psk_secret
 from townsquare.mls.public_message import (
     authenticate_content,
     check_group_and_epoch,
+    check_sender_content,
     protect_public,
     unprotect_public,
 )
@@ -306,6 +308,7 @@ class Group:
         "_pending_commit",
         "_pending_updates",
         "_proposals",
+        "_reinitialized",
         "_resumption_psks",
         "_secret_tree",
         "_signature_private_key",
@@ -334,6 +337,7 @@ class Group:
         self._proposals: dict[bytes, SenderProposal] = {}
         self._pending_updates: dict[bytes, bytes] = {}
         self._pending_commit: PendingCommit | None = None
+        self._reinitialized = False
         self._past: dict[int, _PastEpoch] = {}
         self._resumption_psks: dict[int, bytes] = dict(resumption_psks or {})
         self._resumption_psks[epoch.context.epoch] = epoch.secrets.resumption_psk
@@ -440,6 +444,15 @@ class Group:
         )
         psk_pairs = []
         for psk_id in group_secrets.psks:
+            # RFC 9420 §12.4.3.1: "if a PreSharedKeyID has type resumption with
+            # usage reinit or branch, verify that it is the only such PSK" and
+            # "verify that the epoch field in the GroupInfo is equal to 1".
+            # Townsquare choice: Townsquare neither reinitializes nor branches
+            # groups (§11.2, §11.3), so it joins by no such Welcome.
+            if psk_id.psktype == PSKType.RESUMPTION and psk_id.usage != (
+                ResumptionPSKUsage.APPLICATION
+            ):
+                raise PSKError("the Welcome names a reinit or branch resumption PSK")
             # RFC 9420 §12.4.3.1: "If a PreSharedKeyID is part of the
             # GroupSecrets and the client is not in possession of the
             # corresponding PSK, return an error."
@@ -514,6 +527,10 @@ class Group:
     def _tree_from(
         suite: CipherSuite, group_info: GroupInfo, ratchet_tree: bytes | None
     ) -> RatchetTree:
+        # RFC 9420 §13.4: "Any field containing a list of extensions MUST NOT
+        # have more than one extension of any given type."
+        check_extension_types_unique(group_info.extensions)
+        check_extension_types_unique(group_info.group_context.extensions)
         extension = find_extension(group_info.extensions, ExtensionType.RATCHET_TREE)
         if extension is not None:
             return RatchetTree.decode(suite, extension.extension_data)
@@ -560,6 +577,11 @@ class Group:
                 credential_types_in_use=in_use,
                 credential_types_supported=supported,
                 now=now,
+                # RFC 9420 §13.4: "an extension in use by the group MUST be
+                # supported by all members of the group", the joiner included:
+                # "A client joining a group MUST verify that it supports every
+                # extension in the GroupContext for the group."
+                group_context_extensions=context.extensions,
             )
 
     # -- Reading the state -----------------------------------------------------
@@ -671,6 +693,10 @@ class Group:
 
     # -- Application messages --------------------------------------------------
 
+    def _check_can_send(self) -> None:
+        if self._reinitialized:
+            raise UsageError("the group was reinitialized; wait for the new group's Welcome")
+
     def encrypt(self, data: bytes, *, rng: Rng, authenticated_data: bytes = b"") -> bytes:
         """
         Encrypt application data as a PrivateMessage of the current epoch (RFC 9420 §6.3).
@@ -680,7 +706,9 @@ class Group:
         :param authenticated_data: data authenticated but not encrypted.
         :returns: the MLSMessage bytes.
         :raises GenerationError: if our ratchet is exhausted.
+        :raises UsageError: if a ReInit has been committed (RFC 9420 §12.4.2).
         """
+        self._check_can_send()
         content = FramedContent(
             group_id=self.group_id,
             epoch=self.epoch,
@@ -756,7 +784,9 @@ class Group:
         :param rng: the randomness source.
         :param authenticated_data: data authenticated with the message.
         :returns: the MLSMessage bytes.
+        :raises UsageError: if a ReInit has been committed (RFC 9420 §12.4.2).
         """
+        self._check_can_send()
         content = FramedContent(
             group_id=self.group_id,
             epoch=self.epoch,
@@ -832,6 +862,7 @@ class Group:
         :raises UnknownProposalRef: if a ref is not held.
         :raises PSKError: if a PSK is not available.
         """
+        self._check_can_send()
         suite = self._suite
         epoch = self._epoch
         refs = list(self._proposals) if by_reference is None else list(by_reference)
@@ -1098,6 +1129,11 @@ class Group:
     def _unprotect_public(self, message: PublicMessage) -> AuthenticatedContent:
         content = message.content
         check_group_and_epoch(content.group_id, content.epoch, self.context)
+        # RFC 9420 §6.1: for new_member_commit "The content_type of the message
+        # MUST be commit", for new_member_proposal "The content_type of the
+        # message MUST be proposal and the proposal_type of the Proposal MUST
+        # be add". Checked before the sender type picks the signature key.
+        check_sender_content(content)
         sender = content.sender
         if isinstance(sender, MemberSender):
             leaf = (
@@ -1254,9 +1290,16 @@ class Group:
             raise UsageError("no committer")
         commit_secret: bytes | None = None
         if commit.path is not None and not we_are_removed:
-            self._validate_path_leaf(
-                commit.path.leaf_node, None if external else tree, committer, applied, now
-            )
+            if not external:
+                replaced = tree.leaf(committer)
+            elif applied.removed:
+                # RFC 9420 §12.2: a resync's new leaf "MUST meet the same
+                # criteria as would the LeafNode in an Update for the removed
+                # leaf".
+                replaced = self._epoch.tree.leaf(applied.removed[0])
+            else:
+                replaced = None
+            self._validate_path_leaf(commit.path.leaf_node, replaced, committer, applied, now)
             provisional = replace(
                 epoch.context, epoch=epoch.context.epoch + 1, extensions=applied.extensions
             )
@@ -1324,7 +1367,7 @@ class Group:
     def _validate_path_leaf(
         self,
         leaf: LeafNode,
-        tree: RatchetTree | None,
+        current: LeafNode | None,
         committer: LeafIndex,
         applied: AppliedProposals,
         now: int | None,
@@ -1333,8 +1376,8 @@ class Group:
         # The leaf_node_source field MUST be set to commit." and "Verify that
         # the encryption_key value in the LeafNode is different from the
         # committer's current leaf node."
-        # An external committer (``tree`` is None) replaces no leaf of its own.
-        current = None if tree is None else tree.leaf(committer)
+        # ``current`` is the leaf the path leaf replaces: the committer's own,
+        # or for an external commit the leaf a resync removes (None otherwise).
         in_use, supported = credential_types(applied.tree)
         validate_leaf_node(
             self._suite,
@@ -1348,6 +1391,7 @@ class Group:
             credential_types_supported=supported,
             replaced_encryption_key=None if current is None else current.encryption_key,
             now=now,
+            group_context_extensions=applied.extensions,
         )
         # RFC 9420 §7.3: "Verify that the following fields are unique among the
         # members of the group: signature_key, encryption_key." The committer
@@ -1368,6 +1412,9 @@ class Group:
             raise WrongEpoch("the staged commit is for another epoch")
         if staged.we_are_removed:
             raise UsageError("we were removed by this commit; the group is over for us")
+        # RFC 9420 §12.4.2: "If the Commit included a ReInit proposal, the
+        # client MUST NOT use the group to send messages anymore."
+        self._reinitialized = staged.reinit
         old = self._epoch
         self._past[old.context.epoch] = _PastEpoch(
             old.context, old.tree, self._secret_tree, old.secrets.sender_data_secret

@@ -379,6 +379,8 @@ class _PendingRecord(Struct):
 # -- Keys -------------------------------------------------------------------------------
 
 _HEADER = "header"
+# Present (empty) once a committed ReInit has closed the group for sending.
+_REINITIALIZED = "reinitialized"
 _EPOCH = "epoch"
 _PENDING = "pending"
 _TREE = "tree/"
@@ -624,6 +626,7 @@ class GroupPersistence:
         "_private",
         "_proposals",
         "_psks",
+        "_reinitialized",
         "_secret_keys",
         "_secret_trees",
         "_signature_private_key",
@@ -660,6 +663,7 @@ class GroupPersistence:
         self._proposals: dict[bytes, tuple[int, SenderProposal]] = {}
         self._updates: dict[bytes, bytes] = {}
         self._pending: PendingCommit | None = None
+        self._reinitialized = False
         self._past: set[int] = set()
         self._secret_trees: dict[int, SecretTree] = {}
         self._secret_keys: dict[int, set[str]] = {}
@@ -722,6 +726,11 @@ class GroupPersistence:
             )
         if epoch is not self._epoch:
             batch.put(_EPOCH, _epoch_record(epoch).encode())
+        if group._reinitialized != self._reinitialized:
+            if group._reinitialized:
+                batch.put(_REINITIALIZED, b"")
+            else:
+                batch.delete(_REINITIALIZED)
 
         tree = epoch.tree
         candidates = None if self._tree_token is None else tree.changed_nodes(self._tree_token)
@@ -804,6 +813,7 @@ class GroupPersistence:
         self._proposals = proposals
         self._updates = updates
         self._pending = pending
+        self._reinitialized = group._reinitialized
         self._past = set(past_epochs)
         for e in dropped_secret_trees:
             del self._secret_keys[e]
@@ -993,6 +1003,7 @@ class GroupPersistence:
             config=config,
             resumption_psks=psks,
         )
+        group._reinitialized = store.get(_REINITIALIZED) is not None
 
         # Past epochs: each tree is the next one's with its undo records.
         past_records = {
@@ -1075,6 +1086,7 @@ class GroupPersistence:
         }
         persistence._updates = dict(group._pending_updates)
         persistence._pending = group._pending_commit
+        persistence._reinitialized = group._reinitialized
         persistence._past = set(group._past)
         for secret_tree in secret_trees.values():
             secret_tree.track_changes()

@@ -17,6 +17,7 @@ from townsquare.mls.leaf_node import (
     CredentialValidator,
     LeafNode,
     Lifetime,
+    check_extension_types_unique,
     sign_leaf_node,
     validate_leaf_node,
 )
@@ -214,6 +215,7 @@ def validate_key_package(
     credential_types_in_use: Collection[int] = (),
     credential_types_supported: Collection[int] | None = None,
     now: int | None = None,
+    group_context_extensions: Sequence[Extension] = (),
 ) -> None:
     """
     Check a KeyPackage as RFC 9420 §10.1 requires before it is used to add a client.
@@ -225,10 +227,13 @@ def validate_key_package(
     :param credential_types_in_use: credential types of the group's members.
     :param credential_types_supported: credential types all members support.
     :param now: the current time (seconds since the epoch) for the lifetime check.
+    :param group_context_extensions: the group's GroupContext extensions, which the leaf
+        must support (RFC 9420 §13.4).
     :raises KeyPackageMismatch: if the suite or version is not the group's.
     :raises InitKeyReused: if the init key equals the leaf's encryption key.
     :raises InvalidSignature: if the KeyPackage or its leaf is not validly signed.
     :raises InvalidLeafNode: (a subclass) if the leaf fails RFC 9420 §7.3.
+    :raises DuplicateExtension: if the KeyPackage or its leaf has two extensions of one type.
     """
     # RFC 9420 §10.1: "Verify that the cipher suite and protocol version of the
     # KeyPackage match those in the GroupContext."
@@ -242,6 +247,9 @@ def validate_key_package(
     # different from the value of the init_key field."
     if key_package.init_key == key_package.leaf_node.encryption_key:
         raise InitKeyReused("the KeyPackage's init_key is its leaf's encryption_key")
+    # RFC 9420 §13.4: "Any field containing a list of extensions MUST NOT have
+    # more than one extension of any given type."
+    check_extension_types_unique(key_package.extensions)
     # RFC 9420 §10.1: "Verify that the signature on the KeyPackage is valid
     # using the public key in leaf_node.credential."
     suite.verify_with_label(
@@ -263,4 +271,5 @@ def validate_key_package(
         credential_types_in_use=credential_types_in_use,
         credential_types_supported=credential_types_supported,
         now=now,
+        group_context_extensions=group_context_extensions,
     )

@@ -7,13 +7,14 @@ group context it needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated
 
 from townsquare.mls.codec import U8, U16, U32, U64, Opaque, Struct, Vector, When
 from townsquare.mls.credentials import CREDENTIAL, BasicCredential, Credential
 from townsquare.mls.errors import (
+    DuplicateExtension,
     EncryptionKeyNotUpdated,
     LeafNodeSourceMismatch,
     LifetimeInvalid,
@@ -60,6 +61,7 @@ __all__ = [
     "LeafNodeTBS",
     "Lifetime",
     "accept_any_credential",
+    "check_extension_types_unique",
     "sign_leaf_node",
     "validate_leaf_node",
 ]
@@ -249,6 +251,22 @@ def sign_leaf_node(
     return replace(leaf_node, signature=signature)
 
 
+def check_extension_types_unique(extensions: Iterable[Extension]) -> None:
+    """
+    Check that a list of extensions holds at most one extension of each type (RFC 9420 §13.4).
+
+    :param extensions: a KeyPackage's, LeafNode's, GroupContext's or GroupInfo's extensions.
+    :raises DuplicateExtension: if two extensions have the same type.
+    """
+    seen: set[int] = set()
+    for extension in extensions:
+        # RFC 9420 §13.4: "Any field containing a list of extensions MUST NOT
+        # have more than one extension of any given type."
+        if extension.extension_type in seen:
+            raise DuplicateExtension(f"extension type {extension.extension_type} appears twice")
+        seen.add(extension.extension_type)
+
+
 def _credential_type(credential: Credential) -> int:
     return int(
         CredentialType.BASIC if isinstance(credential, BasicCredential) else CredentialType.X509
@@ -268,6 +286,7 @@ def validate_leaf_node(
     credential_types_supported: Collection[int] | None = None,
     replaced_encryption_key: bytes | None = None,
     now: int | None = None,
+    group_context_extensions: Sequence[Extension] = (),
 ) -> None:
     """
     Check a leaf node against RFC 9420 §7.3, except key uniqueness, which needs the tree.
@@ -282,11 +301,14 @@ def validate_leaf_node(
         (``None`` when the group has no other member).
     :param replaced_encryption_key: the encryption key of the leaf this one replaces.
     :param now: the current time in seconds since the epoch, to check the lifetime.
+    :param group_context_extensions: the group's GroupContext extensions, each of which the
+        leaf must support (RFC 9420 §13.4).
     :raises InvalidCredential: if the application rejects the credential.
     :raises InvalidSignature: if the signature does not verify.
     :raises UnsupportedCapability: on a capability mismatch.
     :raises LifetimeInvalid: if ``now`` is outside the lifetime.
     :raises LeafNodeSourceMismatch: if the source is not ``source``.
+    :raises DuplicateExtension: if two of its extensions have the same type.
     :raises EncryptionKeyNotUpdated: if the encryption key was not changed.
     """
     # RFC 9420 §7.3: "Verify the leaf_node_source field".
@@ -333,6 +355,19 @@ def validate_leaf_node(
                 f"extensions {sorted(missing_extensions)}, proposals {sorted(missing_proposals)}, "
                 f"credentials {sorted(missing_credentials)}"
             )
+    # RFC 9420 §13.4: "A client adding a new member to a group MUST verify that
+    # the LeafNode for the new member is compatible with the group's
+    # extensions. The capabilities field MUST indicate support for each
+    # extension in the GroupContext." (§13.4 adds that "an extension in use by
+    # the group MUST be supported by all members", so Updates are held to it too.)
+    for extension in group_context_extensions:
+        if (
+            extension.extension_type not in capabilities.extensions
+            and extension.extension_type not in DEFAULT_EXTENSION_TYPES
+        ):
+            raise UnsupportedCapability(
+                f"leaf does not support the group's extension {extension.extension_type}"
+            )
     # RFC 9420 §7.3: "Verify that the credential type is supported by all
     # members of the group ... and that the capabilities field of this LeafNode
     # indicates support for all the credential types currently in use by other
@@ -363,6 +398,7 @@ def validate_leaf_node(
             raise UnsupportedCapability(
                 f"extension {extension.extension_type} is not in the leaf's capabilities"
             )
+    check_extension_types_unique(leaf_node.extensions)
     # RFC 9420 §7.3: an Update's leaf must carry "a different public key than the
     # encryption_key in the leaf node being replaced"; §12.4.2 says the same of
     # a commit's path leaf.

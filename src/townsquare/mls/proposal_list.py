@@ -49,6 +49,7 @@ from townsquare.mls.leaf_node import (
     DEFAULT_EXTENSION_TYPES,
     DEFAULT_PROPOSAL_TYPES,
     CredentialValidator,
+    check_extension_types_unique,
     validate_leaf_node,
 )
 from townsquare.mls.proposals import (
@@ -197,9 +198,10 @@ def _check_psk(suite: CipherSuite, psk: PreSharedKeyID) -> None:
 
 
 def _check_new_extensions(tree: RatchetTree, extensions: Sequence[Extension]) -> None:
-    # RFC 9420 §12.1.7: "A member of the group applies a GroupContextExtensions
-    # proposal ... the extensions ... MUST be supported by all members (listed
-    # in capabilities) and required capabilities MUST be met."
+    # RFC 9420 §12.1.7: "A GroupContextExtensions proposal is invalid if it
+    # includes a required_capabilities extension and some members of the group
+    # do not support some of the required capabilities"; §13.4: "an extension
+    # in use by the group MUST be supported by all members of the group."
     required = required_capabilities(extensions)
     for leaf_index, leaf in tree.leaves():
         listed = set(leaf.capabilities.extensions) | DEFAULT_EXTENSION_TYPES
@@ -246,6 +248,8 @@ def apply_proposals(
     :raises KeyPackageError: (a subclass) if an Add's KeyPackage is invalid.
     :raises InvalidSignature: if a KeyPackage or leaf signature does not verify.
     :raises DuplicateKey: if a new leaf reuses a key already in the tree.
+    :raises DuplicateExtension: if a GroupContextExtensions proposal, KeyPackage or leaf
+        lists two extensions of one type.
     """
     external = committer is None
     kinds = [proposal_type(item.proposal) for item in proposals]
@@ -289,7 +293,7 @@ def apply_proposals(
     gce = [i.proposal for i in proposals if isinstance(i.proposal, GroupContextExtensions)]
     if gce:
         extensions = gce[0].extensions
-        _check_new_extensions(tree, extensions)
+        check_extension_types_unique(extensions)
     required = required_capabilities(extensions)
 
     changed_leaves: set[LeafIndex] = set()
@@ -353,6 +357,7 @@ def apply_proposals(
             credential_types_supported=supported,
             replaced_encryption_key=old.encryption_key,
             now=now,
+            group_context_extensions=extensions,
         )
         _check_unique(
             new_tree,
@@ -363,6 +368,13 @@ def apply_proposals(
         new_tree.update_leaf(leaf_index, update.leaf_node)
     for removed in removes:
         new_tree.remove_leaf(removed)
+    if gce:
+        # RFC 9420 §12.1.7: the proposal is invalid if "some members of the
+        # group do not support some of the required capabilities (including
+        # those added in the same Commit, and excluding those removed)". So the
+        # members who stay are checked here, after Updates and Removes; the
+        # Adds below are checked against the new extensions one by one.
+        _check_new_extensions(new_tree, extensions)
 
     added: list[tuple[LeafIndex, KeyPackage]] = []
     added_signature_keys: set[bytes] = set()
@@ -378,6 +390,7 @@ def apply_proposals(
             credential_types_in_use=in_use,
             credential_types_supported=supported,
             now=now,
+            group_context_extensions=extensions,
         )
         leaf = key_package.leaf_node
         # RFC 9420 §12.2: invalid if "It contains multiple Add proposals that

@@ -155,6 +155,7 @@ def group_digest(group: Group) -> tuple[object, ...]:
         pending_digest(group._pending_commit),
         tuple((e, past_digest(p)) for e, p in sorted(group._past.items())),
         tuple(sorted(group._resumption_psks.items())),
+        group._reinitialized,
     )
 
 
@@ -1288,6 +1289,7 @@ def test_every_slot_of_group_is_persisted() -> None:
         "_pending_commit",
         "_pending_updates",
         "_proposals",
+        "_reinitialized",
         "_resumption_psks",
         "_secret_tree",
         "_signature_private_key",
