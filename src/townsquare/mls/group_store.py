@@ -1178,6 +1178,6 @@ def _pending_from(
         # The GroupInfo carries the whole tree, so it is signed again rather
         # than stored (the same bytes with a deterministic signature scheme,
         # Ed25519 or Ed448; an equally valid GroupInfo with ECDSA).
-        group_info=_mls_message(group._group_info(next_epoch, with_ratchet_tree=True)),
+        group_info=_mls_message(group._group_info(next_epoch, with_ratchet_tree=False)),
         staged=staged,
     )

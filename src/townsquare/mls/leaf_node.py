@@ -287,6 +287,7 @@ def validate_leaf_node(
     replaced_encryption_key: bytes | None = None,
     now: int | None = None,
     group_context_extensions: Sequence[Extension] = (),
+    signature_verified: bool = False,
 ) -> None:
     """
     Check a leaf node against RFC 9420 §7.3, except key uniqueness, which needs the tree.
@@ -303,6 +304,9 @@ def validate_leaf_node(
     :param now: the current time in seconds since the epoch, to check the lifetime.
     :param group_context_extensions: the group's GroupContext extensions, each of which the
         leaf must support (RFC 9420 §13.4).
+    :param signature_verified: the caller has already verified this leaf's signature over
+        the same group id and leaf index (``RatchetTree.verify`` at join, say); a join of a
+        10,000-member group then checks each signature once, not twice.
     :raises InvalidCredential: if the application rejects the credential.
     :raises InvalidSignature: if the signature does not verify.
     :raises UnsupportedCapability: on a capability mismatch.
@@ -321,12 +325,13 @@ def validate_leaf_node(
     credential_validator(leaf_node.credential, leaf_node.signature_key)
     # RFC 9420 §7.3: "Verify that the signature on the LeafNode is valid using
     # signature_key."
-    suite.verify_with_label(
-        leaf_node.signature_key,
-        b"LeafNodeTBS",
-        leaf_node.to_be_signed(group_id, leaf_index),
-        leaf_node.signature,
-    )
+    if not signature_verified:
+        suite.verify_with_label(
+            leaf_node.signature_key,
+            b"LeafNodeTBS",
+            leaf_node.to_be_signed(group_id, leaf_index),
+            leaf_node.signature,
+        )
     capabilities = leaf_node.capabilities
     if ProtocolVersion.MLS10 not in capabilities.versions:
         raise UnsupportedCapability("capabilities do not list mls10")

@@ -339,7 +339,10 @@ def apply_proposals(
             psks.append(item.proposal.psk)
 
     in_use, supported = credential_types(tree)
-    new_tree = tree.copy()
+    # The input tree is never changed: it is copied when a proposal changes it,
+    # and handed back as it is otherwise (callers copy before they mutate).
+    changes_tree = bool(updates or removes) or any(isinstance(i.proposal, Add) for i in proposals)
+    new_tree = tree.copy() if changes_tree else tree
     # RFC 9420 §12.3: apply Updates, then Removes, then Adds.
     for leaf_index, update in updates:
         old = tree.leaf(leaf_index)
