@@ -42,7 +42,19 @@ from townsquare.server.storage import DATABASE_FILE_NAME
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 REQUEST_TIMEOUT_SECONDS = 10.0
-TABLES = ("accounts", "devices", "key_packages", "request_nonces", "quotas")
+TABLES = (
+    "accounts",
+    "devices",
+    "key_packages",
+    "request_nonces",
+    "quotas",
+    "groups",
+    "group_devices",
+    "group_log",
+    "welcomes",
+    "welcome_recipients",
+    "cursors",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -215,6 +227,10 @@ class Identity:
     @property
     def account_id(self) -> str:
         return auth.encode_b64u(auth.public_key(self.account_private))
+
+    @property
+    def device_key(self) -> bytes:
+        return auth.public_key(self.device_private)
 
     @property
     def device_id(self) -> str:

@@ -88,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=_KEEP_ALIVE_SECONDS,
+        # The sans-I/O websockets implementation, and a frame limit just above
+        # the relay's own 64 KiB message limit, so uvicorn never buffers the
+        # 16 MiB frames it would accept by default.
+        ws="websockets-sansio",
+        ws_max_size=70 * 1024,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -1,5 +1,5 @@
 """
-The Townsquare relay: accounts, devices, KeyPackages, and (next) delivery, over HTTP.
+The Townsquare relay: accounts, devices, KeyPackages and delivery, over HTTP and WebSocket.
 
 :func:`create_app` builds the ASGI application; ``townsquare serve`` runs it
 under uvicorn. The relay stores only keys, certificates, opaque MLS messages

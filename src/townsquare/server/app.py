@@ -2,8 +2,9 @@
 The relay's ASGI application: FastAPI routes over the directory and the store.
 
 :func:`create_app` wires the parts explicitly (no global state): a store, a
-clock, the directory, the authenticator, a router per resource, the body
-limit and the problem handlers. The lifespan opens the store (applying
+clock, the fan-out, the directory, the delivery service, the authenticator, a
+router per resource, the WebSocket endpoint, the body limit and the problem
+handlers. The lifespan opens the store (applying
 migrations) before the first request and runs housekeeping (deleting expired
 nonces and quota windows) until shutdown.
 
@@ -27,13 +28,16 @@ from townsquare import __version__
 from townsquare.server.auth import Authenticator
 from townsquare.server.clock import Clock, SystemClock
 from townsquare.server.config import Settings
+from townsquare.server.delivery import CommitPolicy, DeliveryService
 from townsquare.server.directory import Directory
 from townsquare.server.errors import ServerError
-from townsquare.server.http import accounts, health, key_packages
+from townsquare.server.fanout import Fanout, InMemoryFanout
+from townsquare.server.http import accounts, groups, health, key_packages, welcomes
 from townsquare.server.http.body_limit import BodyLimitMiddleware
 from townsquare.server.http.problems import install_problem_handlers
 from townsquare.server.http.signing import Signatures
 from townsquare.server.storage import SQLiteStorage, Storage
+from townsquare.server.websocket import WEBSOCKET_PATH, PushEndpoint
 
 __all__ = ["create_app"]
 
@@ -53,7 +57,12 @@ async def _housekeeping(storage: Storage, clock: Clock, interval_seconds: float)
 
 
 def create_app(
-    settings: Settings, *, storage: Storage | None = None, clock: Clock | None = None
+    settings: Settings,
+    *,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+    fanout: Fanout | None = None,
+    policy: CommitPolicy | None = None,
 ) -> FastAPI:
     """
     Build the relay application.
@@ -62,15 +71,18 @@ def create_app(
     :param storage: the store (default: SQLite in ``settings.data_dir``); the app opens it
         at startup and closes it at shutdown.
     :param clock: the wall clock (default: the system's).
+    :param fanout: where notices of appended messages go (default: in this process only).
+    :param policy: who may change a group (default: any member; the admin hook).
     :returns: the ASGI application.
     """
     store: Storage = storage if storage is not None else SQLiteStorage(settings.data_dir)
     wall_clock: Clock = clock if clock is not None else SystemClock()
+    notices: Fanout = fanout if fanout is not None else InMemoryFanout()
     limits = settings.limits
     directory = Directory(store, wall_clock, limits)
-    signatures = Signatures(
-        Authenticator(store, wall_clock, clock_skew_seconds=limits.clock_skew_seconds)
-    )
+    delivery = DeliveryService(store, wall_clock, notices, limits, policy=policy)
+    authenticator = Authenticator(store, wall_clock, clock_skew_seconds=limits.clock_skew_seconds)
+    signatures = Signatures(authenticator)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +111,13 @@ def create_app(
     app.include_router(health.router(store))
     app.include_router(accounts.router(directory, signatures))
     app.include_router(key_packages.router(directory, signatures))
+    app.include_router(groups.router(delivery, signatures))
+    app.include_router(welcomes.router(delivery, signatures))
+    app.add_api_websocket_route(
+        WEBSOCKET_PATH,
+        PushEndpoint(authenticator=authenticator, delivery=delivery, fanout=notices, limits=limits),
+        name="push",
+    )
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
 

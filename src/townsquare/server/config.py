@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "CLIENT_MESSAGE_ID_BYTES",
+    "DEFAULT_FETCH_LIMIT",
+    "MAX_FETCH_LIMIT",
+    "MAX_GROUP_ID_BYTES",
     "MAX_KEY_PACKAGES_PER_UPLOAD",
     "MAX_KEY_PACKAGE_BYTES",
+    "MAX_MLS_MESSAGE_BYTES",
+    "MAX_SUBSCRIBE_GROUPS",
+    "MAX_WEBSOCKET_FRAME_BYTES",
+    "MAX_WELCOMES_PER_FETCH",
+    "MIN_GROUP_ID_BYTES",
+    "WEBSOCKET_CHALLENGE_BYTES",
     "Limits",
     "Settings",
 ]
@@ -25,6 +35,29 @@ __all__ = [
 MAX_KEY_PACKAGE_BYTES = 8 * 1024
 #: The most one-time KeyPackages in one upload.
 MAX_KEY_PACKAGES_PER_UPLOAD = 100
+
+#: The largest MLS message, Welcome, GroupInfo or ratchet tree in a request, in bytes.
+#: Townsquare choice: a commit's GroupInfo need not carry the ratchet tree, since the
+#: relay derives the tree itself; a 5,000-member tree (about 1 MB) never travels in
+#: one request.
+MAX_MLS_MESSAGE_BYTES = 128 * 1024
+#: The shortest and longest group id (MLS ``group_id``), in bytes. Clients choose
+#: random ids; 16 bytes make collisions and guessing negligible.
+MIN_GROUP_ID_BYTES = 16
+MAX_GROUP_ID_BYTES = 64
+#: The length of a client message id, the key of exactly-once delivery.
+CLIENT_MESSAGE_ID_BYTES = 16
+#: How many log entries one fetch returns by default, and at most.
+DEFAULT_FETCH_LIMIT = 100
+MAX_FETCH_LIMIT = 500
+#: How many pending Welcomes one fetch returns at most.
+MAX_WELCOMES_PER_FETCH = 20
+#: The length of the WebSocket challenge the relay sends.
+WEBSOCKET_CHALLENGE_BYTES = 32
+#: The largest frame a client may send on the WebSocket, in bytes.
+MAX_WEBSOCKET_FRAME_BYTES = 64 * 1024
+#: The most groups one ``subscribe`` frame may name.
+MAX_SUBSCRIBE_GROUPS = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +80,19 @@ class Limits:
     claim_window_seconds: int = 60
     #: How often expired nonces and quota windows are deleted, in seconds.
     housekeeping_interval_seconds: float = 60.0
+    #: Messages up to this size (in bytes) are pushed whole on the WebSocket; larger
+    #: ones as a notice, which the device follows with a fetch.
+    push_inline_max_bytes: int = 4096
+    #: How long a WebSocket may take to answer the challenge, in seconds.
+    websocket_auth_timeout_seconds: float = 10.0
+    #: How long one WebSocket send may take before the connection is dropped, in seconds.
+    websocket_send_timeout_seconds: float = 10.0
+    #: How many notices wait for one slow connection before it is told it lagged.
+    websocket_queue_size: int = 256
+    #: The most groups one connection may subscribe to.
+    max_subscriptions_per_connection: int = 1024
+    #: How many groups' public views (PublicGroup) each relay process keeps in memory.
+    public_group_cache_size: int = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,16 @@ branch::
 
     ServerError                     500 internal-error
     ├── BadRequest                  400 bad-request
-    │   └── InvalidRequest          400 invalid-request: fails the schema
+    │   ├── InvalidRequest          400 invalid-request: fails the schema
+    │   ├── MalformedMLS            400 malformed-mls: bytes that are not an MLSMessage
+    │   ├── UnexpectedMessage       400 unexpected-message: another kind of MLSMessage
+    │   ├── GroupMismatch           400 group-mismatch: the message names another group
+    │   ├── MLSRejected             400 mls-rejected: an MLS check failed (carries mls_error)
+    │   │   ├── InvalidCommit       400 invalid-commit
+    │   │   ├── InvalidProposal     400 invalid-proposal
+    │   │   └── InvalidGroupInfo    400 invalid-group-info
+    │   ├── WelcomeMismatch         400 welcome-mismatch: recipients are not the added members
+    │   └── InvalidNewGroup         400 invalid-new-group: not a one-member epoch-0 group
     ├── AuthenticationFailed        401 authentication-failed
     │   ├── MissingAuthentication   401 authentication-required: no signature headers
     │   ├── MalformedAuthentication 401 malformed-authentication
@@ -20,9 +29,14 @@ branch::
     │   ├── UnknownDevice           401 unknown-device: the signer is not registered
     │   ├── BadSignature            401 bad-signature
     │   └── SignerMismatch          401 signer-mismatch: registration signed by another key
+    ├── Forbidden                   403 forbidden
+    │   ├── NotAMember              403 not-a-member: the device is not in the group
+    │   ├── SenderMismatch          403 sender-mismatch: signed by another member's leaf
+    │   └── ExternalCommitRefused   403 external-commit-refused: no invites yet
     ├── NotFound                    404 not-found: no such route
     │   ├── UnknownAccount          404 unknown-account
-    │   └── DeviceNotFound          404 device-not-found: a device named in the path
+    │   ├── DeviceNotFound          404 device-not-found: a device named in the path
+    │   └── UnknownGroup            404 unknown-group
     ├── MethodNotAllowed            405 method-not-allowed
     ├── Conflict                    409 conflict
     │   ├── ReplayedRequest         409 replayed-request: the nonce was used before
@@ -31,27 +45,40 @@ branch::
     │   ├── DeviceLimitReached      409 device-limit-reached
     │   ├── KeyPackagesExhausted    409 key-packages-exhausted: not even a last-resort one
     │   ├── KeyPackageStoreFull     409 key-package-store-full
-    │   └── DuplicateKeyPackage     409 duplicate-key-package
+    │   ├── DuplicateKeyPackage     409 duplicate-key-package
+    │   ├── GroupExists             409 group-exists
+    │   ├── CommitConflict          409 commit-conflict: carries the epoch's winning commit
+    │   ├── StaleEpoch              409 stale-epoch: not the group's current epoch
+    │   ├── MessageIdReused         409 message-id-reused: in another group or kind
+    │   └── CursorAhead             409 cursor-ahead: past the end of the log
     ├── ContentTooLarge             413 content-too-large
     │   ├── BodyTooLarge            413 body-too-large: the body, in bytes
     │   ├── TooManyItems            413 too-many-items: a list over its limit
     │   └── FieldTooLarge           413 field-too-large: one value over its limit
     ├── UnprocessableContent        422 unprocessable-content
     │   ├── InvalidCertificate      422 invalid-certificate
-    │   └── InvalidKeyPackage       422 invalid-key-package
-    │       └── KeyPackageNotOwned  422 key-package-not-owned: another device's leaf key
+    │   ├── InvalidKeyPackage       422 invalid-key-package
+    │   │   └── KeyPackageNotOwned  422 key-package-not-owned: another device's leaf key
+    │   └── UnknownMemberDevice     422 unknown-member-device: a leaf key not registered here
     ├── RateLimited                 429 rate-limited: carries Retry-After
     ├── StorageFailure              500 storage-failure: disk full, corrupt file
     │   └── SchemaError             500 schema-error: a migration missing, a newer schema
     └── Unavailable                 503 unavailable: the store is not open
 
 Storage backends raise these too: they are values, not HTTP responses, and
-know nothing of the framework.
+know nothing of the framework. Some carry data beyond ``detail`` (the
+winning commit of a ``commit-conflict``, the MLS error class of an
+``mls-rejected``): :meth:`ServerError.extensions` gives it as RFC 9457
+extension members, and ``extension_schema`` describes them for
+``/openapi.json``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
+
+from townsquare.auth import encode_b64u
 
 __all__ = [
     "PROBLEM_TYPE_PREFIX",
@@ -60,35 +87,55 @@ __all__ = [
     "BadRequest",
     "BadSignature",
     "BodyTooLarge",
+    "CommitConflict",
     "Conflict",
     "ContentTooLarge",
+    "CursorAhead",
     "DeviceExists",
     "DeviceLimitReached",
     "DeviceNotFound",
     "DuplicateKeyPackage",
+    "ExternalCommitRefused",
     "FieldTooLarge",
+    "Forbidden",
+    "GroupExists",
+    "GroupMismatch",
     "InvalidCertificate",
+    "InvalidCommit",
+    "InvalidGroupInfo",
     "InvalidKeyPackage",
+    "InvalidNewGroup",
+    "InvalidProposal",
     "InvalidRequest",
     "KeyPackageNotOwned",
     "KeyPackageStoreFull",
     "KeyPackagesExhausted",
+    "MLSRejected",
     "MalformedAuthentication",
+    "MalformedMLS",
+    "MessageIdReused",
     "MethodNotAllowed",
     "MissingAuthentication",
+    "NotAMember",
     "NotFound",
     "RateLimited",
     "ReplayedRequest",
     "SchemaError",
+    "SenderMismatch",
     "ServerError",
     "SignerMismatch",
+    "StaleEpoch",
     "StaleTimestamp",
     "StorageFailure",
     "TooManyItems",
     "Unavailable",
+    "UnexpectedMessage",
     "UnknownAccount",
     "UnknownDevice",
+    "UnknownGroup",
+    "UnknownMemberDevice",
     "UnprocessableContent",
+    "WelcomeMismatch",
     "all_error_classes",
 ]
 
@@ -106,6 +153,8 @@ class ServerError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal server error"
+    #: JSON Schemas of the extension members this error adds to its problem document.
+    extension_schema: ClassVar[Mapping[str, Mapping[str, object]]] = {}
 
     def __init__(self, detail: str) -> None:
         """
@@ -113,6 +162,12 @@ class ServerError(Exception):
         """
         super().__init__(detail)
         self.detail = detail
+
+    def extensions(self) -> dict[str, object]:
+        """
+        :returns: the RFC 9457 extension members of this error (JSON values), by name.
+        """
+        return {}
 
     @classmethod
     def problem_type(cls) -> str:
@@ -142,6 +197,123 @@ class InvalidRequest(BadRequest):
 
     code = "invalid-request"
     title = "The request does not match the schema"
+
+
+class MalformedMLS(BadRequest):
+    """
+    Bytes sent as an MLS message do not decode as an ``MLSMessage`` (RFC 9420 §6, §2.1).
+    """
+
+    code = "malformed-mls"
+    title = "The bytes are not an MLSMessage"
+
+
+class UnexpectedMessage(BadRequest):
+    """
+    An ``MLSMessage`` of another kind than the field takes.
+
+    For example a Welcome where a group message belongs, a handshake message
+    sent as a PrivateMessage (the relay must check handshakes, so they travel
+    as PublicMessage) or application data sent as a PublicMessage.
+    """
+
+    code = "unexpected-message"
+    title = "The MLSMessage is not of the kind expected here"
+
+
+class GroupMismatch(BadRequest):
+    """
+    The message's group id is not the group named in the path.
+    """
+
+    code = "group-mismatch"
+    title = "The message is for another group"
+
+
+_MLS_ERROR_SCHEMA: dict[str, Mapping[str, object]] = {
+    "mls_error": {
+        "type": "string",
+        "description": "The class name of the MLS check that failed (townsquare.mls.errors).",
+    },
+    "rfc_section": {"type": "string", "description": "The rule enforced, e.g. RFC 9420 §12.4.2."},
+}
+
+
+class MLSRejected(BadRequest):
+    """
+    An MLS message failed a check of the relay's public view of the group.
+
+    Carries ``mls_error``, the class name of the MLS error (``InvalidSignature``,
+    ``WrongEpoch``, ``DuplicateKey``...), and ``rfc_section``, the rule it enforces.
+    """
+
+    code = "mls-rejected"
+    title = "An MLS check failed"
+    extension_schema = _MLS_ERROR_SCHEMA
+
+    def __init__(self, detail: str, *, mls_error: str, rfc_section: str) -> None:
+        """
+        :param detail: what failed.
+        :param mls_error: the MLS error's class name.
+        :param rfc_section: the section it enforces.
+        """
+        super().__init__(detail)
+        self.mls_error = mls_error
+        self.rfc_section = rfc_section
+
+    def extensions(self) -> dict[str, object]:
+        """
+        :returns: ``mls_error`` and ``rfc_section``.
+        """
+        return {"mls_error": self.mls_error, "rfc_section": self.rfc_section}
+
+
+class InvalidCommit(MLSRejected):
+    """
+    A commit failed the public checks: signature, epoch, sender, proposals, leaf nodes, path.
+    """
+
+    code = "invalid-commit"
+    title = "The commit is not valid"
+
+
+class InvalidProposal(MLSRejected):
+    """
+    A proposal failed the public checks (RFC 9420 §12.1).
+    """
+
+    code = "invalid-proposal"
+    title = "The proposal is not valid"
+
+
+class InvalidGroupInfo(MLSRejected):
+    """
+    A GroupInfo is not valid, or does not describe the epoch its commit creates (§12.4.3).
+    """
+
+    code = "invalid-group-info"
+    title = "The GroupInfo is not valid for this epoch"
+
+
+class WelcomeMismatch(BadRequest):
+    """
+    A commit's Welcome is missing, superfluous, or not addressed to exactly its added members.
+    """
+
+    code = "welcome-mismatch"
+    title = "The Welcome does not match the commit's added members"
+
+
+class InvalidNewGroup(BadRequest):
+    """
+    A new group's GroupInfo is valid MLS but not a group the relay creates.
+
+    Townsquare: a new group is at epoch 0, of cipher suite 1, and has exactly
+    one member, the creating device (its leaf's signature key).
+    """
+
+    code = "invalid-new-group"
+    title = "The GroupInfo is not a new group of this device"
 
 
 # -- 401 -------------------------------------------------------------------------------
@@ -211,6 +383,49 @@ class SignerMismatch(AuthenticationFailed):
     title = "The request is not signed by the device it registers"
 
 
+# -- 403 -------------------------------------------------------------------------------
+
+
+class Forbidden(ServerError):
+    """
+    The device is authenticated but may not do this.
+    """
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotAMember(Forbidden):
+    """
+    The device is not a member of the group (or no longer is).
+    """
+
+    code = "not-a-member"
+    title = "The device is not a member of the group"
+
+
+class SenderMismatch(Forbidden):
+    """
+    A handshake message is signed by another member's leaf than the posting device's.
+
+    Townsquare: each device posts its own handshake messages, so that the log's
+    sender is the device that signed.
+    """
+
+    code = "sender-mismatch"
+    title = "The message's sender is not the posting device"
+
+
+class ExternalCommitRefused(Forbidden):
+    """
+    An external commit (RFC 9420 §12.4.3.2) was posted; the relay accepts none until invites.
+    """
+
+    code = "external-commit-refused"
+    title = "External commits are not accepted"
+
+
 # -- 404, 405 --------------------------------------------------------------------------
 
 
@@ -240,6 +455,15 @@ class DeviceNotFound(NotFound):
 
     code = "device-not-found"
     title = "No such device"
+
+
+class UnknownGroup(NotFound):
+    """
+    No group has the id named in the path.
+    """
+
+    code = "unknown-group"
+    title = "No such group"
 
 
 class MethodNotAllowed(ServerError):
@@ -332,6 +556,118 @@ class DuplicateKeyPackage(Conflict):
     title = "The KeyPackage was uploaded before"
 
 
+class GroupExists(Conflict):
+    """
+    A group with this id exists.
+    """
+
+    code = "group-exists"
+    title = "The group exists"
+
+
+class CommitConflict(Conflict):
+    """
+    Another commit for this epoch was accepted first; it is carried as ``winner``.
+
+    RFC 9420 §14 leaves the choice to the delivery service. Townsquare choice: the
+    first valid commit stored for an epoch wins; the loser processes the winner
+    (and every commit after it) and retries.
+    """
+
+    code = "commit-conflict"
+    title = "Another commit for this epoch was accepted first"
+    extension_schema: ClassVar[Mapping[str, Mapping[str, object]]] = {
+        "epoch": {"type": "integer", "minimum": 0, "description": "The group's current epoch."},
+        "winner": {
+            "type": "object",
+            "description": "The commit that won the epoch.",
+            "properties": {
+                "seq": {"type": "integer", "minimum": 1},
+                "epoch": {"type": "integer", "minimum": 0},
+                "message": {"type": "string", "contentEncoding": "base64url"},
+            },
+            "required": ["seq", "epoch", "message"],
+        },
+    }
+
+    def __init__(
+        self, detail: str, *, epoch: int, winner_seq: int, winner_epoch: int, winner: bytes
+    ) -> None:
+        """
+        :param detail: what happened.
+        :param epoch: the group's current epoch.
+        :param winner_seq: the winning commit's sequence number.
+        :param winner_epoch: the epoch it committed (the one the refused commit was for).
+        :param winner: the winning commit, an encoded MLSMessage.
+        """
+        super().__init__(detail)
+        self.epoch = epoch
+        self.winner_seq = winner_seq
+        self.winner_epoch = winner_epoch
+        self.winner = winner
+
+    def extensions(self) -> dict[str, object]:
+        """
+        :returns: ``epoch`` and ``winner`` (``seq``, ``epoch``, ``message``).
+        """
+        return {
+            "epoch": self.epoch,
+            "winner": {
+                "seq": self.winner_seq,
+                "epoch": self.winner_epoch,
+                "message": encode_b64u(self.winner),
+            },
+        }
+
+
+class StaleEpoch(Conflict):
+    """
+    The message is not for the group's current epoch, given as ``epoch``.
+
+    The client catches up (fetches and processes the commits it missed) and
+    sends again: an application message re-encrypted under the same client
+    message id.
+    """
+
+    code = "stale-epoch"
+    title = "The message is not for the group's current epoch"
+    extension_schema: ClassVar[Mapping[str, Mapping[str, object]]] = {
+        "epoch": {"type": "integer", "minimum": 0, "description": "The group's current epoch."},
+    }
+
+    def __init__(self, detail: str, *, epoch: int) -> None:
+        """
+        :param detail: what happened.
+        :param epoch: the group's current epoch.
+        """
+        super().__init__(detail)
+        self.epoch = epoch
+
+    def extensions(self) -> dict[str, object]:
+        """
+        :returns: ``epoch``.
+        """
+        return {"epoch": self.epoch}
+
+
+class MessageIdReused(Conflict):
+    """
+    The device used this client message id before, for a message of another group or kind.
+    """
+
+    code = "message-id-reused"
+    title = "The client message id was used for another message"
+
+
+class CursorAhead(Conflict):
+    """
+    A cursor acknowledges a sequence number past the end of the group's log.
+    """
+
+    code = "cursor-ahead"
+    title = "The cursor is past the end of the log"
+
+
 # -- 413 -------------------------------------------------------------------------------
 
 
@@ -412,6 +748,19 @@ class KeyPackageNotOwned(InvalidKeyPackage):
     title = "The KeyPackage belongs to another device"
 
 
+class UnknownMemberDevice(UnprocessableContent):
+    """
+    A member's leaf signature key is not a device registered on this relay.
+
+    Townsquare: a leaf's signature key is its device's key, and the relay
+    delivers to registered devices only, so it admits no leaf it could not
+    deliver to.
+    """
+
+    code = "unknown-member-device"
+    title = "A member is not a device registered here"
+
+
 # -- 429, 500, 503 -------------------------------------------------------------------
 
 
@@ -423,6 +772,9 @@ class RateLimited(ServerError):
     status = 429
     code = "rate-limited"
     title = "Too many requests"
+    extension_schema: ClassVar[Mapping[str, Mapping[str, object]]] = {
+        "retry_after": {"type": "integer", "minimum": 1},
+    }
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
         """
@@ -431,6 +783,12 @@ class RateLimited(ServerError):
         """
         super().__init__(detail)
         self.retry_after = max(1, retry_after)
+
+    def extensions(self) -> dict[str, object]:
+        """
+        :returns: ``retry_after``.
+        """
+        return {"retry_after": self.retry_after}
 
 
 class StorageFailure(ServerError):

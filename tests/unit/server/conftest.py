@@ -3,9 +3,11 @@ Fixtures for the relay's unit tests: a real app on a real SQLite file, driven ov
 
 Test modules cannot import this one (``--import-mode=importlib``), so every
 helper is reached through a fixture: ``relay`` (the app, its clock, an ASGI
-client, and methods to register, upload and snapshot), ``relay_with`` (the
-same with other limits), ``new_identity``, ``make_key_package``, ``problem``
-(asserts an RFC 9457 response) and ``storage_backend`` for the contract tests.
+client, and methods to register, upload, create groups, post, fetch and
+snapshot), ``relay_with`` (the same with other limits), ``new_identity``,
+``make_key_package``, ``problem`` (asserts an RFC 9457 response), ``mls``
+(real MLS groups of registered devices: :class:`MLS`) and ``storage_backend``
+for the contract tests.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import httpx
 import pytest
 
 from townsquare import auth
-from townsquare.mls.ciphersuite import get_cipher_suite
+from townsquare.mls.ciphersuite import Rng, get_cipher_suite
 from townsquare.mls.credentials import BasicCredential
 from townsquare.mls.framing import MLSMessage
-from townsquare.mls.key_package import KeyPackage
+from townsquare.mls.group import Group, GroupConfig, PendingCommit
+from townsquare.mls.key_package import KeyPackage, KeyPackageBundle, generate_key_package
 from townsquare.mls.leaf_node import Capabilities, LeafNode, Lifetime
 from townsquare.mls.registries import LeafNodeSource, ProtocolVersion
 from townsquare.server import Limits, Settings, create_app
+from townsquare.server.delivery import CommitPolicy
+from townsquare.server.fanout import InMemoryFanout
 from townsquare.server.storage import DATABASE_FILE_NAME, SQLiteStorage
 
 #: 2026-01-01T00:00:00Z, the fake clock's start.
@@ -187,7 +192,19 @@ def b64u(data: bytes) -> str:
 
 
 #: Every table of the store, as the snapshots compare them.
-TABLES = ("accounts", "devices", "key_packages", "request_nonces", "quotas")
+TABLES = (
+    "accounts",
+    "devices",
+    "key_packages",
+    "request_nonces",
+    "quotas",
+    "groups",
+    "group_devices",
+    "group_log",
+    "welcomes",
+    "welcome_recipients",
+    "cursors",
+)
 
 
 def snapshot(data_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -211,6 +228,7 @@ class Relay:
     data_dir: Path
     clock: FakeClock
     client: httpx.AsyncClient
+    fanout: InMemoryFanout
 
     def signer(self, identity: Identity) -> Signer:
         return Signer(identity.device_private, self.clock.now)
@@ -236,6 +254,10 @@ class Relay:
         assert set(before["request_nonces"]) <= set(after["request_nonces"])
         assert len(added) == (1 if nonce_used else 0)
 
+    def assert_only_nonces_changed(self, before: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Nothing changed but the nonces of the requests made since ``before``."""
+        assert without(self.snapshot(), "request_nonces") == without(before, "request_nonces")
+
     async def register(self, identity: Identity) -> Identity:
         response = await self.client.post(
             "/v1/accounts", json=identity.registration(), auth=self.signer(identity)
@@ -260,6 +282,126 @@ class Relay:
             body["last_resort"] = b64u(key_package(identity.device_private))
         return await self.client.post("/v1/key-packages", json=body, auth=self.signer(identity))
 
+    async def create_group(
+        self, identity: Identity, group_info: bytes, *, ratchet_tree: bytes | None = None
+    ) -> httpx.Response:
+        body = {"group_info": b64u(group_info)}
+        if ratchet_tree is not None:
+            body["ratchet_tree"] = b64u(ratchet_tree)
+        return await self.client.post("/v1/groups", json=body, auth=self.signer(identity))
+
+    async def post(
+        self,
+        identity: Identity,
+        group_id: bytes,
+        message: bytes,
+        *,
+        message_id: bytes | None = None,
+        welcome: bytes | None = None,
+        group_info: bytes | None = None,
+    ) -> httpx.Response:
+        body = {
+            "client_message_id": b64u(
+                message_id if message_id is not None else secrets.token_bytes(16)
+            ),
+            "message": b64u(message),
+        }
+        if welcome is not None:
+            body["welcome"] = b64u(welcome)
+        if group_info is not None:
+            body["group_info"] = b64u(group_info)
+        return await self.client.post(
+            f"/v1/groups/{b64u(group_id)}/messages", json=body, auth=self.signer(identity)
+        )
+
+    async def post_commit(
+        self, identity: Identity, pending: PendingCommit, *, message_id: bytes | None = None
+    ) -> httpx.Response:
+        group_id = MLSMessage.decode(pending.commit).body.content.group_id  # type: ignore[union-attr]
+        return await self.post(
+            identity,
+            group_id,
+            pending.commit,
+            message_id=message_id,
+            welcome=pending.welcome,
+            group_info=pending.group_info,
+        )
+
+    async def fetch(
+        self, identity: Identity, group_id: bytes, *, after: int = 0, limit: int | None = None
+    ) -> httpx.Response:
+        query = f"?after={after}" + ("" if limit is None else f"&limit={limit}")
+        return await self.client.get(
+            f"/v1/groups/{b64u(group_id)}/messages{query}", auth=self.signer(identity)
+        )
+
+    async def messages(self, identity: Identity, group_id: bytes, *, after: int = 0) -> list[bytes]:
+        response = await self.fetch(identity, group_id, after=after)
+        assert response.status_code == 200, response.text
+        return [auth.decode_b64u(m["message"]) for m in response.json()["messages"]]
+
+    async def ack(self, identity: Identity, group_id: bytes, seq: int) -> httpx.Response:
+        return await self.client.post(
+            f"/v1/groups/{b64u(group_id)}/cursor", json={"seq": seq}, auth=self.signer(identity)
+        )
+
+    async def welcomes(self, identity: Identity) -> list[dict[str, Any]]:
+        response = await self.client.get("/v1/welcomes", auth=self.signer(identity))
+        assert response.status_code == 200, response.text
+        welcomes: list[dict[str, Any]] = response.json()["welcomes"]
+        return welcomes
+
+
+def device_bundle(identity: Identity, rng: Rng, suite_id: int = 1) -> KeyPackageBundle:
+    """A KeyPackage whose leaf key is the device key and whose credential names it."""
+    return generate_key_package(
+        get_cipher_suite(suite_id),
+        credential=BasicCredential(identity.device_key),
+        signature_private_key=identity.device_private,
+        rng=rng,
+        lifetime=Lifetime(0, 2**64 - 1),
+    )
+
+
+class MLS:
+    """
+    Real MLS clients for registered devices, with one seeded rng, so that runs replay.
+
+    ``group(identity)`` creates a group as that device; ``bundle(identity)`` makes a
+    KeyPackage of the device (held in ``bundles``, for joining).
+    """
+
+    def __init__(self, seed: bytes) -> None:
+        self.rng = seeded_rng(seed)
+        self.bundles: dict[bytes, KeyPackageBundle] = {}
+        self._groups = 0
+
+    def bundle(self, identity: Identity, suite_id: int = 1) -> KeyPackageBundle:
+        bundle = device_bundle(identity, self.rng, suite_id)
+        self.bundles[identity.device_key] = bundle
+        return bundle
+
+    def group(
+        self,
+        identity: Identity,
+        *,
+        suite_id: int = 1,
+        group_id: bytes | None = None,
+        config: GroupConfig | None = None,
+    ) -> Group:
+        self._groups += 1
+        return Group.create(
+            self.bundle(identity, suite_id),
+            group_id=group_id if group_id is not None else self.rng(32),
+            rng=self.rng,
+            config=config,
+        )
+
+    def join(
+        self, identity: Identity, welcome: bytes, *, ratchet_tree: bytes | None = None
+    ) -> Group:
+        return Group.join(welcome, self.bundles[identity.device_key], ratchet_tree=ratchet_tree)
+
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """Check an RFC 9457 problem response and return its document."""
@@ -276,10 +418,20 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 
 
 @contextlib.asynccontextmanager
-async def running_relay(data_dir: Path, limits: Limits = TEST_LIMITS) -> AsyncIterator[Relay]:
-    clock = FakeClock()
+async def running_relay(
+    data_dir: Path,
+    limits: Limits = TEST_LIMITS,
+    clock: FakeClock | None = None,
+    policy: CommitPolicy | None = None,
+) -> AsyncIterator[Relay]:
+    clock = clock if clock is not None else FakeClock()
+    fanout = InMemoryFanout()
     app = create_app(
-        Settings(data_dir=data_dir, limits=limits), storage=SQLiteStorage(data_dir), clock=clock
+        Settings(data_dir=data_dir, limits=limits),
+        storage=SQLiteStorage(data_dir),
+        clock=clock,
+        fanout=fanout,
+        policy=policy,
     )
     async with (
         app.router.lifespan_context(app),
@@ -287,7 +439,7 @@ async def running_relay(data_dir: Path, limits: Limits = TEST_LIMITS) -> AsyncIt
             transport=httpx.ASGITransport(app=app), base_url="http://relay.test"
         ) as client,
     ):
-        yield Relay(data_dir=data_dir, clock=clock, client=client)
+        yield Relay(data_dir=data_dir, clock=clock, client=client, fanout=fanout)
 
 
 @pytest.fixture
@@ -301,12 +453,30 @@ def relay_with(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextM
     """A relay with other limits: ``async with relay_with(limits) as relay``."""
     counter = 0
 
-    def make(limits: Limits) -> contextlib.AbstractAsyncContextManager[Relay]:
+    def make(
+        limits: Limits = TEST_LIMITS, *, policy: CommitPolicy | None = None
+    ) -> contextlib.AbstractAsyncContextManager[Relay]:
         nonlocal counter
         counter += 1
-        return running_relay(tmp_path / f"relay-{counter}", limits)
+        return running_relay(tmp_path / f"relay-{counter}", limits, policy=policy)
 
     return make
+
+
+@pytest.fixture
+def second_relay(relay: Relay) -> Callable[[], contextlib.AbstractAsyncContextManager[Relay]]:
+    """Another app (another store handle) on the same data folder, as a second process."""
+
+    def make() -> contextlib.AbstractAsyncContextManager[Relay]:
+        return running_relay(relay.data_dir, clock=relay.clock)
+
+    return make
+
+
+@pytest.fixture
+def mls(request: pytest.FixtureRequest) -> MLS:
+    """MLS clients seeded by the test's id: deterministic, and different for each test."""
+    return MLS(request.node.nodeid.encode())
 
 
 @pytest.fixture

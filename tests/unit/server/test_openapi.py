@@ -21,6 +21,12 @@ OPERATIONS = {
     ("get", "/v1/key-packages/count"),
     ("post", "/v1/devices/{device_key}/key-packages/claim"),
     ("post", "/v1/accounts/{account_key}/key-packages/claim"),
+    ("post", "/v1/groups"),
+    ("post", "/v1/groups/{group_id}/messages"),
+    ("get", "/v1/groups/{group_id}/messages"),
+    ("post", "/v1/groups/{group_id}/cursor"),
+    ("get", "/v1/groups/{group_id}/group-info"),
+    ("get", "/v1/welcomes"),
 }
 SIGNATURE_HEADERS = [
     "Townsquare-Device",
@@ -109,3 +115,16 @@ def test_docs_protocol_lists_every_problem_type():
     text = PROTOCOL_MD.read_text(encoding="utf-8")
     missing = [cls.code for cls in all_error_classes() if f"`{cls.code}`" not in text]
     assert missing == []
+
+
+def test_problem_extension_members_are_described(spec):
+    post = spec["paths"]["/v1/groups/{group_id}/messages"]["post"]["responses"]
+    conflict = post["409"]["content"]["application/problem+json"]["schema"]
+    assert {"epoch", "winner"} <= set(conflict["properties"])
+    assert "winner" not in conflict["required"]
+    invalid = post["400"]["content"]["application/problem+json"]["schema"]
+    assert {"mls_error", "rfc_section"} <= set(invalid["properties"])
+    assert set(post) >= {"200", "201", "400", "401", "403", "404", "409", "413", "422"}
+    claim = spec["paths"]["/v1/devices/{device_key}/key-packages/claim"]["post"]["responses"]
+    limited = claim["429"]["content"]["application/problem+json"]["schema"]
+    assert "retry_after" in limited["required"]

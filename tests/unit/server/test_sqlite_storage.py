@@ -42,7 +42,8 @@ async def test_reopening_applies_nothing_twice(tmp_path):
         await storage.open()
         await storage.close()
     versions = read(tmp_path / DATABASE_FILE_NAME, "SELECT version FROM schema_migrations")
-    assert versions == [(1,)]
+    assert versions == [(m.version,) for m in load_migrations("sqlite")]
+    assert len(versions) >= 2
 
 
 async def test_a_database_from_a_newer_relay_is_refused(tmp_path):
@@ -95,3 +96,21 @@ async def test_a_data_folder_that_cannot_be_created_is_a_storage_failure(tmp_pat
     storage = SQLiteStorage(tmp_path / "file" / "data")
     with pytest.raises(StorageFailure):
         await storage.open()
+
+
+async def test_the_schema_itself_refuses_a_second_commit_for_an_epoch(tmp_path):
+    # The backstop under the transaction's own check: a partial unique index.
+    storage = SQLiteStorage(tmp_path)
+    await storage.open()
+    await storage.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / DATABASE_FILE_NAME)) as connection:
+        connection.execute("PRAGMA foreign_keys = OFF")
+        row = "INSERT INTO group_log (group_id, seq, epoch, kind, sender_device,"
+        row += " client_message_id, message, received_at) VALUES (x'01', ?, 3, ?, x'02', ?, x'', 0)"
+        connection.execute(row, (1, "commit", b"a"))
+        connection.execute(row, (2, "application", b"b"))
+        connection.execute(row, (3, "application", b"c"))
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            connection.execute(row, (4, "commit", b"d"))
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            connection.execute(row, (5, "application", b"a"))

@@ -3,7 +3,9 @@ The Storage contract: every backend passes these tests, through the Protocol alo
 
 Backends are listed in BACKENDS; the PostgreSQL backend joins with its own
 entry (skipped unless its TOWNSQUARE_TEST_* variable is set). Every refused
-operation is checked to leave the store as it was.
+operation is checked to leave the store as it was. The delivery part (groups,
+logs, Welcomes, cursors) uses opaque bytes for MLS messages: the store orders
+and keeps them, the delivery service checks them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,21 +21,36 @@ import pytest
 from townsquare import auth
 from townsquare.server.errors import (
     AccountExists,
+    CommitConflict,
+    CursorAhead,
     DeviceExists,
     DeviceLimitReached,
     DeviceNotFound,
     DuplicateKeyPackage,
+    GroupExists,
     KeyPackagesExhausted,
     KeyPackageStoreFull,
+    MessageIdReused,
+    NotAMember,
     RateLimited,
     ReplayedRequest,
+    StaleEpoch,
     Unavailable,
     UnknownAccount,
+    UnknownGroup,
+    UnknownMemberDevice,
 )
 from townsquare.server.storage import (
     ClaimedKeyPackage,
     Device,
+    GroupMember,
     KeyPackageCount,
+    LogEntry,
+    Membership,
+    MessageKind,
+    NewCommit,
+    NewGroup,
+    NewMessage,
     SQLiteStorage,
     Storage,
 )
@@ -449,3 +467,461 @@ async def test_concurrent_claims_never_hand_out_a_package_twice(backend, tmp_pat
     one_time = [c.key_package for c in claims if not c.last_resort]
     assert sorted(one_time) == sorted(packages(8))
     assert [c.key_package for c in claims if c.last_resort] == [b"lr"] * 4
+
+
+# -- Groups and their logs -----------------------------------------------------------
+
+
+GROUP = b"G" * 32
+
+
+async def devices(storage: Storage, count: int) -> list[bytes]:
+    keys = []
+    for _ in range(count):
+        (device,) = await account_with_devices(storage)
+        keys.append(device.device_key)
+    return keys
+
+
+async def group_of(storage: Storage, creator: bytes, group_id: bytes = GROUP) -> None:
+    await storage.create_group(
+        NewGroup(
+            group_id=group_id,
+            group_info=b"info-0",
+            ratchet_tree=b"tree-0",
+            members=(GroupMember(creator, 0),),
+            created_at=NOW,
+        )
+    )
+
+
+def message(
+    sender: bytes,
+    *,
+    epoch: int = 0,
+    kind: MessageKind = MessageKind.APPLICATION,
+    body: bytes | None = None,
+    mid: bytes | None = None,
+    group_id: bytes = GROUP,
+) -> NewMessage:
+    return NewMessage(
+        group_id=group_id,
+        epoch=epoch,
+        kind=kind,
+        sender_device=sender,
+        client_message_id=mid if mid is not None else auth.generate_private_key()[:16],
+        message=body if body is not None else b"ciphertext-" + auth.generate_private_key()[:4],
+        received_at=NOW,
+    )
+
+
+def commit(
+    sender: bytes,
+    members: list[tuple[bytes, int]],
+    *,
+    epoch: int = 0,
+    body: bytes | None = None,
+    mid: bytes | None = None,
+    welcome: bytes | None = None,
+    recipients: tuple[bytes, ...] = (),
+) -> NewCommit:
+    return NewCommit(
+        group_id=GROUP,
+        epoch=epoch,
+        sender_device=sender,
+        client_message_id=mid if mid is not None else auth.generate_private_key()[:16],
+        message=body if body is not None else f"commit-{epoch}".encode(),
+        received_at=NOW + 1,
+        group_info=f"info-{epoch + 1}".encode(),
+        ratchet_tree=f"tree-{epoch + 1}".encode(),
+        members=tuple(GroupMember(key, leaf) for key, leaf in members),
+        welcome=welcome,
+        welcome_recipients=recipients,
+    )
+
+
+async def group_state(storage: Storage, keys: list[bytes]) -> dict[object, object]:
+    """What the Protocol can see of GROUP from these devices."""
+    seen: dict[object, object] = {}
+    for key in keys:
+        snapshot = await storage.load_group(GROUP, device_key=key, proposals_after=0)
+        seen[key] = snapshot
+        seen[(key, "welcomes")] = await storage.list_welcomes(key, limit=100)
+        if snapshot.member is not None:
+            seen[(key, "log")] = await storage.fetch_messages(
+                GROUP, device_key=key, after=0, limit=1000
+            )
+    return seen
+
+
+async def test_create_group_and_load_it(storage):
+    alice, bob = await devices(storage, 2)
+    record = await storage.create_group(
+        NewGroup(
+            group_id=GROUP,
+            group_info=b"info",
+            ratchet_tree=b"tree",
+            members=(GroupMember(alice, 0),),
+            created_at=NOW,
+        )
+    )
+    assert (record.group_id, record.epoch, record.last_seq) == (GROUP, 0, 0)
+    snapshot = await storage.load_group(GROUP, device_key=alice, proposals_after=None)
+    assert snapshot.group == record
+    assert snapshot.member == Membership(device_key=alice, leaf_index=0, joined_seq=0)
+    assert snapshot.proposals == ()
+    other = await storage.load_group(GROUP, device_key=bob, proposals_after=0)
+    assert other.member is None
+
+
+async def test_create_group_twice_is_refused(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    before = await group_state(storage, [alice])
+    with pytest.raises(GroupExists):
+        await group_of(storage, alice)
+    assert await group_state(storage, [alice]) == before
+
+
+async def test_create_group_of_an_unregistered_device_is_refused(storage):
+    with pytest.raises(UnknownMemberDevice):
+        await group_of(storage, b"\x05" * 32)
+    with pytest.raises(UnknownGroup):
+        await storage.load_group(GROUP, device_key=b"\x05" * 32, proposals_after=None)
+
+
+async def test_unknown_group_is_refused_everywhere(storage):
+    (alice,) = await devices(storage, 1)
+    with pytest.raises(UnknownGroup):
+        await storage.load_group(GROUP, device_key=alice, proposals_after=None)
+    with pytest.raises(UnknownGroup):
+        await storage.append_message(message(alice))
+    with pytest.raises(UnknownGroup):
+        await storage.append_commit(commit(alice, [(alice, 0)]))
+    with pytest.raises(UnknownGroup):
+        await storage.fetch_messages(GROUP, device_key=alice, after=0, limit=10)
+    with pytest.raises(UnknownGroup):
+        await storage.ack_cursor(GROUP, device_key=alice, seq=0, now=NOW)
+    assert await storage.get_commit(GROUP, 0) is None
+
+
+async def test_appends_are_numbered_from_one_without_gaps(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    sent = [message(alice) for _ in range(3)]
+    appended = [await storage.append_message(m) for m in sent]
+    assert [a.entry.seq for a in appended] == [1, 2, 3]
+    assert not any(a.duplicate for a in appended)
+    page = await storage.fetch_messages(GROUP, device_key=alice, after=0, limit=10)
+    assert page.entries == tuple(a.entry for a in appended)
+    assert [e.message for e in page.entries] == [m.message for m in sent]
+    assert (page.epoch, page.last_seq) == (0, 3)
+    assert await storage.find_message(alice, sent[1].client_message_id) == appended[1].entry
+
+
+async def test_a_retry_returns_the_original_and_stores_nothing(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    first = await storage.append_message(message(alice, mid=b"m" * 16, body=b"one"))
+    before = await group_state(storage, [alice])
+    # The same id, even with other bytes (re-encrypted), is the same message.
+    again = await storage.append_message(message(alice, mid=b"m" * 16, body=b"two"))
+    assert again.duplicate
+    assert again.entry == first.entry
+    assert await group_state(storage, [alice]) == before
+
+
+async def test_a_message_id_reused_for_another_group_or_kind_is_refused(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    await group_of(storage, alice, group_id=b"H" * 32)
+    await storage.append_message(message(alice, mid=b"m" * 16))
+    before = await group_state(storage, [alice])
+    with pytest.raises(MessageIdReused):
+        await storage.append_message(message(alice, mid=b"m" * 16, group_id=b"H" * 32))
+    with pytest.raises(MessageIdReused):
+        await storage.append_message(message(alice, mid=b"m" * 16, kind=MessageKind.PROPOSAL))
+    with pytest.raises(MessageIdReused):
+        await storage.append_commit(commit(alice, [(alice, 0)], mid=b"m" * 16))
+    assert await group_state(storage, [alice]) == before
+
+
+async def test_a_non_member_cannot_append(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    before = await group_state(storage, [alice, bob])
+    with pytest.raises(NotAMember):
+        await storage.append_message(message(bob))
+    with pytest.raises(NotAMember):
+        await storage.append_commit(commit(bob, [(alice, 0), (bob, 1)]))
+    with pytest.raises(NotAMember):
+        await storage.fetch_messages(GROUP, device_key=bob, after=0, limit=10)
+    with pytest.raises(NotAMember):
+        await storage.ack_cursor(GROUP, device_key=bob, seq=0, now=NOW)
+    assert await group_state(storage, [alice, bob]) == before
+
+
+async def test_a_message_for_another_epoch_is_refused(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    await storage.append_commit(commit(alice, [(alice, 0)]))
+    before = await group_state(storage, [alice])
+    for epoch in (0, 2):
+        with pytest.raises(StaleEpoch) as refused:
+            await storage.append_message(message(alice, epoch=epoch))
+        assert refused.value.epoch == 1
+    assert await group_state(storage, [alice]) == before
+
+
+async def test_append_message_refuses_a_commit(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    with pytest.raises(ValueError, match="append_commit"):
+        await storage.append_message(message(alice, kind=MessageKind.COMMIT))
+
+
+async def test_a_commit_moves_the_group_on_atomically(storage):
+    alice, bob, carol = await devices(storage, 3)
+    await group_of(storage, alice)
+    await storage.append_message(message(alice))
+    appended = await storage.append_commit(
+        commit(
+            alice, [(alice, 0), (bob, 1), (carol, 2)], welcome=b"welcome", recipients=(bob, carol)
+        )
+    )
+    assert appended.entry.seq == 2
+    assert appended.entry.kind is MessageKind.COMMIT
+    snapshot = await storage.load_group(GROUP, device_key=bob, proposals_after=None)
+    group = snapshot.group
+    assert (group.epoch, group.group_info, group.ratchet_tree, group.last_seq) == (
+        1,
+        b"info-1",
+        b"tree-1",
+        2,
+    )
+    assert snapshot.member == Membership(device_key=bob, leaf_index=1, joined_seq=2)
+    for key in (bob, carol):
+        (welcome,) = await storage.list_welcomes(key, limit=10)
+        assert (welcome.group_id, welcome.commit_seq, welcome.epoch) == (GROUP, 2, 1)
+        assert (welcome.welcome, welcome.ratchet_tree) == (b"welcome", b"tree-1")
+    assert await storage.list_welcomes(alice, limit=10) == ()
+    assert await storage.get_commit(GROUP, 0) == appended.entry
+    # A device that joined is served nothing before its commit.
+    page = await storage.fetch_messages(GROUP, device_key=bob, after=0, limit=10)
+    assert page.entries == ()
+    await storage.append_message(message(bob, epoch=1))
+    page = await storage.fetch_messages(GROUP, device_key=bob, after=0, limit=10)
+    assert [e.seq for e in page.entries] == [3]
+
+
+async def test_a_commit_that_removes_a_device_drops_its_cursor_and_welcomes(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    await storage.append_commit(
+        commit(alice, [(alice, 0), (bob, 1)], welcome=b"w", recipients=(bob,))
+    )
+    await storage.ack_cursor(GROUP, device_key=alice, seq=1, now=NOW)
+    await storage.append_commit(commit(alice, [(alice, 0)], epoch=1))
+    assert (await storage.load_group(GROUP, device_key=bob, proposals_after=None)).member is None
+    assert await storage.list_welcomes(bob, limit=10) == ()
+    with pytest.raises(NotAMember):
+        await storage.fetch_messages(GROUP, device_key=bob, after=0, limit=10)
+    # Added again later, the device starts afresh at the new commit.
+    await storage.append_commit(commit(alice, [(alice, 0), (bob, 3)], epoch=2))
+    member = (await storage.load_group(GROUP, device_key=bob, proposals_after=None)).member
+    assert member == Membership(device_key=bob, leaf_index=3, joined_seq=3)
+
+
+async def test_a_commit_may_move_a_device_to_another_leaf(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    await storage.append_commit(commit(alice, [(alice, 0), (bob, 1)]))
+    await storage.append_commit(commit(bob, [(alice, 0), (bob, 2)], epoch=1))
+    member = (await storage.load_group(GROUP, device_key=bob, proposals_after=None)).member
+    assert member == Membership(device_key=bob, leaf_index=2, joined_seq=1)
+
+
+async def test_a_commit_for_a_past_epoch_gets_the_winner(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    await storage.append_commit(commit(alice, [(alice, 0), (bob, 1)], body=b"first"))
+    winner = await storage.append_commit(commit(alice, [(alice, 0), (bob, 1)], epoch=1))
+    before = await group_state(storage, [alice, bob])
+    with pytest.raises(CommitConflict) as refused:
+        await storage.append_commit(commit(bob, [(bob, 1)], epoch=1, body=b"late"))
+    conflict = refused.value
+    assert (conflict.epoch, conflict.winner_seq, conflict.winner_epoch) == (2, 2, 1)
+    assert conflict.winner == winner.entry.message
+    assert conflict.extensions()["winner"] == {
+        "seq": 2,
+        "epoch": 1,
+        "message": auth.encode_b64u(winner.entry.message),
+    }
+    with pytest.raises(StaleEpoch):
+        await storage.append_commit(commit(bob, [(bob, 1)], epoch=5))
+    assert await group_state(storage, [alice, bob]) == before
+
+
+async def test_a_commit_adding_an_unregistered_device_stores_nothing(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    stranger = b"\x09" * 32
+    before = await group_state(storage, [alice])
+    with pytest.raises(UnknownMemberDevice):
+        await storage.append_commit(commit(alice, [(alice, 0), (stranger, 1)]))
+    with pytest.raises(UnknownMemberDevice):
+        await storage.append_commit(
+            commit(alice, [(alice, 0)], welcome=b"w", recipients=(stranger,))
+        )
+    assert await group_state(storage, [alice]) == before
+
+
+async def test_a_retried_commit_returns_the_original(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    first = await storage.append_commit(commit(alice, [(alice, 0), (bob, 1)], mid=b"c" * 16))
+    before = await group_state(storage, [alice, bob])
+    again = await storage.append_commit(commit(alice, [(alice, 0), (bob, 1)], mid=b"c" * 16))
+    assert again.duplicate
+    assert again.entry == first.entry
+    assert await group_state(storage, [alice, bob]) == before
+
+
+async def test_load_group_replays_only_the_current_epochs_later_proposals(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    await storage.append_message(message(alice, kind=MessageKind.PROPOSAL))
+    await storage.append_commit(commit(alice, [(alice, 0)]))
+    proposals = [
+        (await storage.append_message(message(alice, epoch=1, kind=MessageKind.PROPOSAL))).entry
+        for _ in range(2)
+    ]
+    await storage.append_message(message(alice, epoch=1))
+    snapshot = await storage.load_group(GROUP, device_key=alice, proposals_after=0)
+    assert snapshot.proposals == tuple(proposals)
+    snapshot = await storage.load_group(GROUP, device_key=alice, proposals_after=proposals[0].seq)
+    assert snapshot.proposals == (proposals[1],)
+    assert all(isinstance(p, LogEntry) for p in snapshot.proposals)
+
+
+async def test_the_cursor_moves_forward_only_and_drops_passed_welcomes(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    await storage.append_message(message(alice))
+    await storage.append_commit(
+        commit(alice, [(alice, 0), (bob, 1)], welcome=b"w", recipients=(bob,))
+    )
+    assert await storage.ack_cursor(GROUP, device_key=bob, seq=1, now=NOW) == 1
+    assert len(await storage.list_welcomes(bob, limit=10)) == 1
+    assert await storage.ack_cursor(GROUP, device_key=bob, seq=2, now=NOW) == 2
+    assert await storage.list_welcomes(bob, limit=10) == ()
+    assert await storage.ack_cursor(GROUP, device_key=bob, seq=0, now=NOW) == 2
+    before = await group_state(storage, [alice, bob])
+    with pytest.raises(CursorAhead):
+        await storage.ack_cursor(GROUP, device_key=bob, seq=3, now=NOW)
+    assert await group_state(storage, [alice, bob]) == before
+
+
+async def test_welcomes_are_listed_oldest_first_up_to_the_limit(storage):
+    alice, bob = await devices(storage, 2)
+    for index in range(3):
+        group_id = bytes([index]) * 32
+        await group_of(storage, alice, group_id=group_id)
+        await storage.append_commit(
+            replace_group(
+                commit(alice, [(alice, 0), (bob, 1)], welcome=bytes([index]), recipients=(bob,)),
+                group_id,
+            )
+        )
+    welcomes = await storage.list_welcomes(bob, limit=2)
+    assert [w.welcome for w in welcomes] == [b"\x00", b"\x01"]
+
+
+def replace_group(new_commit: NewCommit, group_id: bytes) -> NewCommit:
+    return replace(new_commit, group_id=group_id)
+
+
+async def test_fetch_honours_after_and_limit(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    for _ in range(5):
+        await storage.append_message(message(alice))
+    page = await storage.fetch_messages(GROUP, device_key=alice, after=1, limit=2)
+    assert [e.seq for e in page.entries] == [2, 3]
+    assert page.last_seq == 5
+    page = await storage.fetch_messages(GROUP, device_key=alice, after=5, limit=2)
+    assert page.entries == ()
+
+
+async def test_two_handles_racing_for_one_epoch_store_one_commit(backend, tmp_path):
+    # Two handles on one store, as two relay processes: the database itself
+    # decides which commit ends the epoch, and the loser is told the winner.
+    async with contextlib.AsyncExitStack() as stack:
+        handles = []
+        for _ in range(2):
+            handle = backend(tmp_path)
+            await handle.open()
+            stack.push_async_callback(handle.close)
+            handles.append(handle)
+        alice, bob = await devices(handles[0], 2)
+        await group_of(handles[0], alice)
+        await handles[0].append_commit(commit(alice, [(alice, 0), (bob, 1)]))
+        racers = [
+            commit(alice, [(alice, 0), (bob, 1)], epoch=1, body=b"alice's"),
+            commit(bob, [(alice, 0), (bob, 1)], epoch=1, body=b"bob's"),
+        ]
+        results = await asyncio.gather(
+            *(handles[i].append_commit(racers[i]) for i in range(2)), return_exceptions=True
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        losers = [r for r in results if isinstance(r, BaseException)]
+        assert len(winners) == 1
+        assert len(losers) == 1
+        assert isinstance(losers[0], CommitConflict)
+        assert losers[0].winner == winners[0].entry.message
+        assert losers[0].winner_seq == winners[0].entry.seq == 2
+        group = (await handles[1].load_group(GROUP, device_key=alice, proposals_after=None)).group
+        assert (group.epoch, group.last_seq) == (2, 2)
+
+
+async def test_two_handles_appending_at_once_number_without_gaps(backend, tmp_path):
+    async with contextlib.AsyncExitStack() as stack:
+        handles = []
+        for _ in range(2):
+            handle = backend(tmp_path)
+            await handle.open()
+            stack.push_async_callback(handle.close)
+            handles.append(handle)
+        (alice,) = await devices(handles[0], 1)
+        await group_of(handles[0], alice)
+        same = message(alice, mid=b"s" * 16)
+        results = await asyncio.gather(
+            *(handles[i % 2].append_message(message(alice)) for i in range(10)),
+            *(handles[i % 2].append_message(same) for i in range(4)),
+        )
+    seqs = [r.entry.seq for r in results[:10]]
+    retried = results[10:]
+    assert sorted([*seqs, retried[0].entry.seq]) == list(range(1, 12))
+    assert len({r.entry.seq for r in retried}) == 1
+    assert sum(not r.duplicate for r in retried) == 1
+
+
+async def test_groups_and_logs_survive_close_and_reopen(backend, tmp_path):
+    store = backend(tmp_path)
+    await store.open()
+    alice, bob = await devices(store, 2)
+    await group_of(store, alice)
+    await store.append_commit(
+        commit(alice, [(alice, 0), (bob, 1)], welcome=b"w", recipients=(bob,))
+    )
+    sent = await store.append_message(message(bob, epoch=1))
+    await store.close()
+    reopened = backend(tmp_path)
+    await reopened.open()
+    try:
+        page = await reopened.fetch_messages(GROUP, device_key=alice, after=0, limit=10)
+        assert [e.seq for e in page.entries] == [1, 2]
+        assert page.entries[1] == sent.entry
+        assert len(await reopened.list_welcomes(bob, limit=10)) == 1
+    finally:
+        await reopened.close()

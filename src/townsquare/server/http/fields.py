@@ -17,15 +17,28 @@ from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from townsquare import auth
-from townsquare.server.config import MAX_KEY_PACKAGE_BYTES
+from townsquare.server.config import (
+    CLIENT_MESSAGE_ID_BYTES,
+    MAX_GROUP_ID_BYTES,
+    MAX_KEY_PACKAGE_BYTES,
+    MAX_MLS_MESSAGE_BYTES,
+    MIN_GROUP_ID_BYTES,
+)
 from townsquare.server.errors import InvalidRequest
 
 __all__ = [
+    "GROUP_ID_PATTERN",
     "KEY_PATTERN",
+    "BytesText",
+    "ClientMessageIdText",
+    "GroupIdText",
     "KeyPackageText",
     "KeyText",
+    "MLSMessageText",
+    "Seq",
     "SignatureText",
     "UnixTime",
+    "group_id_from_path",
     "key_from_path",
 ]
 
@@ -102,6 +115,60 @@ KeyPackageText = Annotated[
     ),
 ]
 
+#: An encoded MLSMessage (or ratchet tree) in a request, at most MAX_MLS_MESSAGE_BYTES.
+MLSMessageText = Annotated[
+    bytes,
+    _b64u(max_bytes=MAX_MLS_MESSAGE_BYTES),
+    _ENCODE,
+    _schema(
+        auth.B64U_PATTERN,
+        f"Encoded MLS bytes (RFC 9420 §6), unpadded base64url, at most {MAX_MLS_MESSAGE_BYTES}"
+        " bytes.",
+        max_length=math.ceil(MAX_MLS_MESSAGE_BYTES * 4 / 3),
+    ),
+]
+
+#: Bytes in a response (MLS messages, GroupInfos, ratchet trees), of any length.
+BytesText = Annotated[
+    bytes,
+    _b64u(),
+    _ENCODE,
+    _schema(auth.B64U_PATTERN, "Bytes, unpadded base64url."),
+]
+
+#: A device's id for one message, the key of exactly-once delivery.
+ClientMessageIdText = Annotated[
+    bytes,
+    _b64u(length=CLIENT_MESSAGE_ID_BYTES),
+    _ENCODE,
+    _schema(
+        auth.exact_b64u_pattern(CLIENT_MESSAGE_ID_BYTES),
+        f"{CLIENT_MESSAGE_ID_BYTES} random bytes chosen by the sending device, unpadded"
+        " base64url; a retry uses the same id.",
+    ),
+]
+
+#: The text of a group id: MIN_GROUP_ID_BYTES to MAX_GROUP_ID_BYTES bytes in base64url.
+GROUP_ID_PATTERN = (
+    f"^[A-Za-z0-9_-]{{{math.ceil(MIN_GROUP_ID_BYTES * 4 / 3)},"
+    f"{math.ceil(MAX_GROUP_ID_BYTES * 4 / 3)}}}$"
+)
+
+#: A group id (the MLS group_id) in a response.
+GroupIdText = Annotated[
+    bytes,
+    _b64u(),
+    _ENCODE,
+    _schema(
+        GROUP_ID_PATTERN,
+        f"An MLS group id ({MIN_GROUP_ID_BYTES} to {MAX_GROUP_ID_BYTES} bytes), unpadded"
+        " base64url.",
+    ),
+]
+
+#: A sequence number in a group's log: 0 before the first entry. At most 2^53 - 1.
+Seq = Annotated[int, Field(strict=True, ge=0, le=(1 << 53) - 1)]
+
 #: Whole seconds since the Unix epoch. At most 2^53 - 1, so that the web client holds
 #: it in an ordinary JavaScript number (as docs/wire.md does for its integers).
 UnixTime = Annotated[int, Field(strict=True, ge=0, le=(1 << 53) - 1)]
@@ -119,3 +186,22 @@ def key_from_path(text: str) -> bytes:
         return auth.decode_b64u(text, length=auth.PUBLIC_KEY_BYTES)
     except auth.MalformedText as exc:
         raise InvalidRequest(f"the key in the path is malformed: {exc}") from exc
+
+
+def group_id_from_path(text: str) -> bytes:
+    """
+    Decode a group id from a path parameter that the route's pattern has already checked.
+
+    :param text: the parameter.
+    :returns: the group id.
+    :raises InvalidRequest: if it is not canonical base64url of an allowed length.
+    """
+    try:
+        group_id = auth.decode_b64u(text)
+    except auth.MalformedText as exc:
+        raise InvalidRequest(f"the group id in the path is malformed: {exc}") from exc
+    if not MIN_GROUP_ID_BYTES <= len(group_id) <= MAX_GROUP_ID_BYTES:
+        raise InvalidRequest(
+            f"a group id is {MIN_GROUP_ID_BYTES} to {MAX_GROUP_ID_BYTES} bytes, not {len(group_id)}"
+        )
+    return group_id

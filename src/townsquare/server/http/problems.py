@@ -6,8 +6,10 @@ Every error response of the relay is built by :func:`problem_response`, from a
 errors (unknown route, wrong method, a body that is not JSON), from the
 :class:`ServerError` that stands for it. A problem document has the RFC 9457
 members ``type``, ``title``, ``status`` and ``detail`` and the extension
-member ``code`` (the last segment of ``type``, for clients that key on it);
-``rate-limited`` adds ``retry_after`` and the ``Retry-After`` header.
+member ``code`` (the last segment of ``type``, for clients that key on it),
+plus the error's own extension members (:meth:`ServerError.extensions`:
+``retry_after`` of ``rate-limited``, the winner of ``commit-conflict``...);
+``rate-limited`` also sets the ``Retry-After`` header.
 
 :func:`documented_errors` writes the same mapping into ``/openapi.json``: for
 each status an operation can answer, the exact problem types it may carry.
@@ -76,8 +78,8 @@ def problem_document(error: ServerError) -> dict[str, object]:
         "detail": error.detail,
         "code": error.code,
     }
-    if isinstance(error, RateLimited):
-        document["retry_after"] = error.retry_after
+    for name, value in error.extensions().items():
+        document.setdefault(name, value)
     return document
 
 
@@ -190,6 +192,12 @@ def _problem_response_schema(status: int, classes: Sequence[type[ServerError]]) 
         "code": {"type": "string", "enum": [cls.code for cls in classes]},
     }
     required = ["type", "title", "status", "detail", "code"]
+    for cls in classes:
+        for name, member_schema in cls.extension_schema.items():
+            properties.setdefault(name, dict(member_schema))
+            # A member is required when every problem type of this status carries it.
+            if name not in required and all(name in c.extension_schema for c in classes):
+                required.append(name)
     response: dict[str, Any] = {
         "description": "; ".join(f"`{cls.code}`: {cls.title}" for cls in classes),
         "content": {
@@ -204,8 +212,6 @@ def _problem_response_schema(status: int, classes: Sequence[type[ServerError]]) 
         },
     }
     if any(issubclass(cls, RateLimited) for cls in classes):
-        properties["retry_after"] = {"type": "integer", "minimum": 1}
-        required.append("retry_after")
         response["headers"] = {
             "Retry-After": {
                 "description": "Seconds until the quota refills (RFC 9110 §10.2.3).",

@@ -10,21 +10,41 @@ passes.
 
 Keys are raw bytes (32-byte Ed25519 public keys); times are whole Unix
 seconds, given by the caller so that tests control the clock.
+
+Delivery: per group, a record (epoch, current GroupInfo and ratchet tree),
+its member devices (by leaf index), an append-only log numbered from 1, the
+Welcomes waiting for new devices, and each device's cursor. Appending
+decides the sequence number, the epoch check and exactly-once (a device's
+client message id) inside one transaction; a commit's whole effect (log row,
+next epoch, GroupInfo and tree, members, Welcome) is one transaction too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from townsquare.auth import DeviceCertificate
 
 __all__ = [
     "AccountClaim",
+    "Appended",
     "ClaimedKeyPackage",
     "Device",
+    "GroupMember",
+    "GroupRecord",
+    "GroupSnapshot",
     "KeyPackageCount",
+    "LogEntry",
+    "LogPage",
+    "Membership",
+    "MessageKind",
+    "NewCommit",
+    "NewGroup",
+    "NewMessage",
+    "PendingWelcome",
     "Storage",
 ]
 
@@ -87,9 +107,192 @@ class AccountClaim:
     exhausted: tuple[bytes, ...]
 
 
+class MessageKind(StrEnum):
+    """
+    What a log entry holds, as the relay read it from the MLS framing (RFC 9420 §6).
+    """
+
+    #: A PublicMessage carrying a Commit; at most one per epoch.
+    COMMIT = "commit"
+    #: A PublicMessage carrying a Proposal.
+    PROPOSAL = "proposal"
+    #: A PrivateMessage carrying application data.
+    APPLICATION = "application"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """
+    A member device of a group: its key, which is its leaf's signature key, and that leaf.
+    """
+
+    device_key: bytes
+    leaf_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Membership:
+    """
+    A device's membership of a group, as stored.
+    """
+
+    device_key: bytes
+    leaf_index: int
+    #: The sequence number of the commit that added the device (0 for the creator);
+    #: it is served nothing at or before this.
+    joined_seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewGroup:
+    """
+    A group to create, at epoch 0.
+    """
+
+    group_id: bytes
+    #: The encoded MLSMessage(GroupInfo) of epoch 0, as uploaded.
+    group_info: bytes
+    #: The encoded ratchet tree of epoch 0.
+    ratchet_tree: bytes
+    members: tuple[GroupMember, ...]
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupRecord:
+    """
+    A group as the relay keeps it.
+    """
+
+    group_id: bytes
+    epoch: int
+    #: The encoded MLSMessage(GroupInfo) of the current epoch, as its committer uploaded it.
+    group_info: bytes
+    #: The encoded ratchet tree of the current epoch, as the relay computed it.
+    ratchet_tree: bytes
+    #: The sequence number of the last log entry (0 while the log is empty).
+    last_seq: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntry:
+    """
+    One entry of a group's log.
+    """
+
+    group_id: bytes
+    seq: int
+    #: The epoch the message was sent in (a commit's is the epoch it ends).
+    epoch: int
+    kind: MessageKind
+    sender_device: bytes
+    client_message_id: bytes
+    #: The encoded MLSMessage, as received.
+    message: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupSnapshot:
+    """
+    What the delivery service needs to check a handshake message, read in one snapshot.
+    """
+
+    group: GroupRecord
+    #: The asking device's membership, or ``None`` if it is not a member.
+    member: Membership | None
+    #: The current epoch's proposals after the sequence number asked for, in order.
+    proposals: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMessage:
+    """
+    An application message or a proposal to append to a group's log.
+    """
+
+    group_id: bytes
+    #: The epoch the message is for; it must be the group's current epoch.
+    epoch: int
+    kind: MessageKind
+    sender_device: bytes
+    client_message_id: bytes
+    message: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewCommit:
+    """
+    A checked commit and everything that changes with it.
+    """
+
+    group_id: bytes
+    #: The epoch the commit ends; it must be the group's current epoch.
+    epoch: int
+    sender_device: bytes
+    client_message_id: bytes
+    message: bytes
+    received_at: int
+    #: The encoded MLSMessage(GroupInfo) of the new epoch.
+    group_info: bytes
+    #: The encoded ratchet tree of the new epoch.
+    ratchet_tree: bytes
+    #: Every member device of the new epoch.
+    members: tuple[GroupMember, ...]
+    #: The encoded MLSMessage(Welcome) for the added devices, if the commit adds any.
+    welcome: bytes | None = None
+    #: The devices the Welcome is for.
+    welcome_recipients: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Appended:
+    """
+    The result of an append: the entry, and whether it was stored before (a retry).
+    """
+
+    entry: LogEntry
+    #: True when the device had already sent this client message id: ``entry`` is the
+    #: original, and nothing was stored.
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogPage:
+    """
+    A run of a group's log, and where the log ends.
+    """
+
+    group_id: bytes
+    epoch: int
+    #: The sequence number of the group's last entry.
+    last_seq: int
+    entries: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingWelcome:
+    """
+    A Welcome waiting for one device.
+    """
+
+    group_id: bytes
+    #: The sequence number of the commit that added the device.
+    commit_seq: int
+    #: The epoch the Welcome joins.
+    epoch: int
+    #: The encoded MLSMessage(Welcome).
+    welcome: bytes
+    #: The ratchet tree of that epoch, for a Welcome whose GroupInfo does not carry it.
+    ratchet_tree: bytes
+    created_at: int
+
+
 class Storage(Protocol):
     """
-    Where the relay keeps accounts, devices, nonces, quotas and KeyPackages.
+    Where the relay keeps accounts, devices, nonces, quotas, KeyPackages and group logs.
     """
 
     async def open(self) -> None:
@@ -254,5 +457,124 @@ class Storage(Protocol):
         :param account_key: the account.
         :returns: the packages, and the devices that had none.
         :raises UnknownAccount: if the account is not registered.
+        """
+        ...
+
+    # -- Groups and their logs ----------------------------------------------------------
+
+    async def create_group(self, group: NewGroup) -> GroupRecord:
+        """
+        Create a group at epoch 0 with its members and an empty log.
+
+        :param group: the group.
+        :returns: the stored record.
+        :raises GroupExists: if a group has this id.
+        :raises UnknownMemberDevice: if a member's key is not a registered device.
+        """
+        ...
+
+    async def load_group(
+        self, group_id: bytes, *, device_key: bytes, proposals_after: int | None
+    ) -> GroupSnapshot:
+        """
+        Read a group, a device's membership of it and the current epoch's proposals.
+
+        :param group_id: the group.
+        :param device_key: the device whose membership to read.
+        :param proposals_after: read the current epoch's proposals with a greater sequence
+            number (``None``: read none).
+        :returns: all three, from one snapshot.
+        :raises UnknownGroup: if there is no such group.
+        """
+        ...
+
+    async def find_message(self, sender_device: bytes, client_message_id: bytes) -> LogEntry | None:
+        """
+        :returns: the entry a device sent with this client message id, in any group, or
+            ``None``.
+        """
+        ...
+
+    async def get_commit(self, group_id: bytes, epoch: int) -> LogEntry | None:
+        """
+        :returns: the commit that ended ``epoch`` in the group, or ``None``.
+        """
+        ...
+
+    async def append_message(self, message: NewMessage) -> Appended:
+        """
+        Append an application message or a proposal, exactly once, to the current epoch.
+
+        In one transaction and in this order: the group exists; if the device sent
+        this client message id before, the original entry is returned and nothing is
+        stored; the sender is a member; the epoch is current; the entry is stored with
+        the next sequence number.
+
+        :param message: the message.
+        :returns: the stored entry (or the original of a retry).
+        :raises UnknownGroup: if there is no such group.
+        :raises MessageIdReused: if the id was used for a message of another group or kind.
+        :raises NotAMember: if the sender is not a member.
+        :raises StaleEpoch: if ``message.epoch`` is not the current epoch.
+        :raises ValueError: if ``message.kind`` is a commit (use :meth:`append_commit`).
+        """
+        ...
+
+    async def append_commit(self, commit: NewCommit) -> Appended:
+        """
+        Append a commit and move the group to the next epoch, all in one transaction.
+
+        The same checks as :meth:`append_message`, then: store the commit; set the epoch
+        to ``commit.epoch + 1``; replace the GroupInfo and tree; make the member devices
+        exactly ``commit.members`` (devices that join get ``joined_seq`` = the commit's
+        sequence number; devices that leave lose their cursor and pending Welcomes);
+        store the Welcome for its recipients.
+
+        :param commit: the commit.
+        :returns: the stored entry (or the original of a retry).
+        :raises UnknownGroup: if there is no such group.
+        :raises MessageIdReused: if the id was used for a message of another group or kind.
+        :raises NotAMember: if the sender is not a member.
+        :raises CommitConflict: if another commit ended ``commit.epoch``; it carries that one.
+        :raises StaleEpoch: if ``commit.epoch`` is past the current epoch.
+        :raises UnknownMemberDevice: if a member or recipient is not a registered device.
+        """
+        ...
+
+    async def fetch_messages(
+        self, group_id: bytes, *, device_key: bytes, after: int, limit: int
+    ) -> LogPage:
+        """
+        Read a member device's part of the log: entries after ``after`` and after it joined.
+
+        :param group_id: the group.
+        :param device_key: the reading device.
+        :param after: the last sequence number the device has.
+        :param limit: the most entries to return.
+        :returns: the entries in order, with the group's epoch and last sequence number.
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+        ...
+
+    async def list_welcomes(self, device_key: bytes, *, limit: int) -> tuple[PendingWelcome, ...]:
+        """
+        :returns: the Welcomes waiting for a device, oldest first, at most ``limit``.
+        """
+        ...
+
+    async def ack_cursor(self, group_id: bytes, *, device_key: bytes, seq: int, now: int) -> int:
+        """
+        Move a member device's cursor forward to ``seq`` (never back) and drop the Welcomes
+        of commits up to it.
+
+        :param group_id: the group.
+        :param device_key: the device.
+        :param seq: the last sequence number the device has processed.
+        :param now: the time of the acknowledgement.
+        :returns: the cursor after the call (``seq``, or a greater one acknowledged before).
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        :raises CursorAhead: if ``seq`` is past the group's last entry.
         """
         ...

@@ -14,9 +14,11 @@ WAL lets proceed while a write is in progress. Write transactions start with
 each check-then-write (a nonce, a one-time KeyPackage) under the write lock.
 
 Durability: writes that the relay acknowledges as stored (accounts, devices,
-KeyPackages and their claims) commit with ``synchronous = FULL``, so they
-survive a power cut, not only a crash of the process. Request nonces and
-quota counters commit with ``NORMAL``: WAL still keeps them across a crash of
+KeyPackages and their claims, groups and every log append) commit with
+``synchronous = FULL``, so they survive a power cut, not only a crash of the
+process. Request nonces, quota counters and cursors commit with ``NORMAL``
+(a lost cursor only means a device is sent a few messages again, which it
+recognises by their sequence numbers): WAL still keeps them across a crash of
 the process, and the next FULL commit makes them durable too, since it syncs
 the whole log before it; a power cut can lose the last few, which at worst
 reopens a 300-second replay window that the signature's timestamp bounds. This
@@ -42,25 +44,44 @@ from typing import TypeVar
 from townsquare.auth import DeviceCertificate
 from townsquare.server.errors import (
     AccountExists,
+    CommitConflict,
+    CursorAhead,
     DeviceExists,
     DeviceLimitReached,
     DeviceNotFound,
     DuplicateKeyPackage,
+    GroupExists,
     KeyPackagesExhausted,
     KeyPackageStoreFull,
+    MessageIdReused,
+    NotAMember,
     RateLimited,
     ReplayedRequest,
     SchemaError,
     ServerError,
+    StaleEpoch,
     StorageFailure,
     Unavailable,
     UnknownAccount,
+    UnknownGroup,
+    UnknownMemberDevice,
 )
 from townsquare.server.storage.interface import (
     AccountClaim,
+    Appended,
     ClaimedKeyPackage,
     Device,
+    GroupRecord,
+    GroupSnapshot,
     KeyPackageCount,
+    LogEntry,
+    LogPage,
+    Membership,
+    MessageKind,
+    NewCommit,
+    NewGroup,
+    NewMessage,
+    PendingWelcome,
 )
 from townsquare.server.storage.migrations import Migration, load_migrations
 
@@ -561,9 +582,452 @@ class SQLiteStorage:
 
         return await self._run_write(body)
 
+    # -- Groups and their logs ----------------------------------------------------------
+
+    async def create_group(self, group: NewGroup) -> GroupRecord:
+        """
+        Create a group at epoch 0 with its members.
+
+        :raises GroupExists: if a group has this id.
+        :raises UnknownMemberDevice: if a member is not a registered device.
+        """
+
+        def body(conn: sqlite3.Connection) -> GroupRecord:
+            if _group(conn, group.group_id) is not None:
+                raise GroupExists("a group with this id exists")
+            for member in group.members:
+                _require_registered(conn, member.device_key)
+            conn.execute(
+                "INSERT INTO groups"
+                " (group_id, epoch, group_info, ratchet_tree, last_seq, created_at)"
+                " VALUES (?, 0, ?, ?, 0, ?)",
+                (group.group_id, group.group_info, group.ratchet_tree, group.created_at),
+            )
+            conn.executemany(
+                "INSERT INTO group_devices (group_id, device_key, leaf_index, joined_seq)"
+                " VALUES (?, ?, ?, 0)",
+                [(group.group_id, m.device_key, m.leaf_index) for m in group.members],
+            )
+            return GroupRecord(
+                group_id=group.group_id,
+                epoch=0,
+                group_info=group.group_info,
+                ratchet_tree=group.ratchet_tree,
+                last_seq=0,
+                created_at=group.created_at,
+            )
+
+        return await self._run_write(body)
+
+    async def load_group(
+        self, group_id: bytes, *, device_key: bytes, proposals_after: int | None
+    ) -> GroupSnapshot:
+        """
+        Read a group, a device's membership and the current epoch's later proposals.
+
+        :raises UnknownGroup: if there is no such group.
+        """
+
+        def body(conn: sqlite3.Connection) -> GroupSnapshot:
+            group = _require_group(conn, group_id)
+            proposals: tuple[LogEntry, ...] = ()
+            if proposals_after is not None:
+                proposals = tuple(
+                    _entry(row)
+                    for row in conn.execute(
+                        f"SELECT {_LOG_COLUMNS} FROM group_log"  # noqa: S608
+                        " WHERE group_id = ? AND epoch = ? AND kind = 'proposal' AND seq > ?"
+                        " ORDER BY seq",
+                        (group_id, group.epoch, proposals_after),
+                    )
+                )
+            return GroupSnapshot(
+                group=group, member=_membership(conn, group_id, device_key), proposals=proposals
+            )
+
+        return await self._run_read(body)
+
+    async def find_message(self, sender_device: bytes, client_message_id: bytes) -> LogEntry | None:
+        """
+        :returns: the entry a device sent with this client message id, or ``None``.
+        """
+        return await self._run_read(partial(_find, sender=sender_device, mid=client_message_id))
+
+    async def get_commit(self, group_id: bytes, epoch: int) -> LogEntry | None:
+        """
+        :returns: the commit that ended ``epoch``, or ``None``.
+        """
+        return await self._run_read(partial(_commit_of, group_id=group_id, epoch=epoch))
+
+    async def append_message(self, message: NewMessage) -> Appended:
+        """
+        Append an application message or proposal exactly once, to the current epoch.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises MessageIdReused: if the id was used for another group or kind.
+        :raises NotAMember: if the sender is not a member.
+        :raises StaleEpoch: if the epoch is not current.
+        :raises ValueError: for a commit.
+        """
+        if message.kind is MessageKind.COMMIT:
+            raise ValueError("append commits with append_commit")
+
+        def body(conn: sqlite3.Connection) -> Appended:
+            group = _require_group(conn, message.group_id)
+            original = _original(conn, message.group_id, message.kind, message)
+            if original is not None:
+                return Appended(entry=original, duplicate=True)
+            _require_membership(conn, message.group_id, message.sender_device)
+            if message.epoch != group.epoch:
+                raise StaleEpoch(
+                    f"the message is for epoch {message.epoch}; the group is at {group.epoch}",
+                    epoch=group.epoch,
+                )
+            entry = _insert_entry(conn, message, message.kind)
+            return Appended(entry=entry, duplicate=False)
+
+        return await self._run_write(body)
+
+    async def append_commit(self, commit: NewCommit) -> Appended:
+        """
+        Append a commit and move the group to the next epoch, in one transaction.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises MessageIdReused: if the id was used for another group or kind.
+        :raises NotAMember: if the sender is not a member.
+        :raises CommitConflict: if another commit ended this epoch.
+        :raises StaleEpoch: if the epoch is in the future.
+        :raises UnknownMemberDevice: if a member or recipient is not registered.
+        """
+        target = {member.device_key: member.leaf_index for member in commit.members}
+        if len(target) != len(commit.members):
+            raise ValueError("a device appears twice among the members")
+
+        def body(conn: sqlite3.Connection) -> Appended:
+            group = _require_group(conn, commit.group_id)
+            original = _original(conn, commit.group_id, MessageKind.COMMIT, commit)
+            if original is not None:
+                return Appended(entry=original, duplicate=True)
+            _require_membership(conn, commit.group_id, commit.sender_device)
+            if commit.epoch < group.epoch:
+                winner = _commit_of(conn, group_id=commit.group_id, epoch=commit.epoch)
+                if winner is None:  # pragma: no cover - every past epoch ended in a commit
+                    raise StorageFailure(f"no commit is stored for past epoch {commit.epoch}")
+                raise CommitConflict(
+                    f"epoch {commit.epoch} was ended by the commit at seq {winner.seq}",
+                    epoch=group.epoch,
+                    winner_seq=winner.seq,
+                    winner_epoch=winner.epoch,
+                    winner=winner.message,
+                )
+            if commit.epoch > group.epoch:
+                raise StaleEpoch(
+                    f"the commit is for epoch {commit.epoch}; the group is at {group.epoch}",
+                    epoch=group.epoch,
+                )
+            entry = _insert_entry(conn, commit, MessageKind.COMMIT)
+            conn.execute(
+                "UPDATE groups SET epoch = ?, group_info = ?, ratchet_tree = ? WHERE group_id = ?",
+                (commit.epoch + 1, commit.group_info, commit.ratchet_tree, commit.group_id),
+            )
+            _replace_members(conn, commit.group_id, target, joined_seq=entry.seq)
+            if commit.welcome is not None:
+                _insert_welcome(conn, commit, commit_seq=entry.seq)
+            return Appended(entry=entry, duplicate=False)
+
+        return await self._run_write(body)
+
+    async def fetch_messages(
+        self, group_id: bytes, *, device_key: bytes, after: int, limit: int
+    ) -> LogPage:
+        """
+        Read a member's part of the log after ``after``.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+
+        def body(conn: sqlite3.Connection) -> LogPage:
+            group = _require_group(conn, group_id)
+            member = _require_membership(conn, group_id, device_key)
+            start = max(after, member.joined_seq)
+            entries = tuple(
+                _entry(row)
+                for row in conn.execute(
+                    f"SELECT {_LOG_COLUMNS} FROM group_log"  # noqa: S608
+                    " WHERE group_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (group_id, start, limit),
+                )
+            )
+            return LogPage(
+                group_id=group_id, epoch=group.epoch, last_seq=group.last_seq, entries=entries
+            )
+
+        return await self._run_read(body)
+
+    async def list_welcomes(self, device_key: bytes, *, limit: int) -> tuple[PendingWelcome, ...]:
+        """
+        :returns: the Welcomes waiting for a device, oldest first.
+        """
+
+        def body(conn: sqlite3.Connection) -> tuple[PendingWelcome, ...]:
+            return tuple(
+                PendingWelcome(
+                    group_id=bytes(group_id),
+                    commit_seq=int(commit_seq),
+                    epoch=int(epoch),
+                    welcome=bytes(welcome),
+                    ratchet_tree=bytes(tree),
+                    created_at=int(created_at),
+                )
+                for group_id, commit_seq, epoch, welcome, tree, created_at in conn.execute(
+                    "SELECT w.group_id, w.commit_seq, w.epoch, w.welcome, w.ratchet_tree,"
+                    " w.created_at FROM welcome_recipients AS r"
+                    " JOIN welcomes AS w ON w.id = r.welcome_id"
+                    " WHERE r.device_key = ? ORDER BY w.id LIMIT ?",
+                    (device_key, limit),
+                )
+            )
+
+        return await self._run_read(body)
+
+    async def ack_cursor(self, group_id: bytes, *, device_key: bytes, seq: int, now: int) -> int:
+        """
+        Move a member's cursor forward and drop the Welcomes it has passed.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        :raises CursorAhead: if ``seq`` is past the last entry.
+        """
+
+        def body(conn: sqlite3.Connection) -> int:
+            group = _require_group(conn, group_id)
+            _require_membership(conn, group_id, device_key)
+            if seq > group.last_seq:
+                raise CursorAhead(f"seq {seq} is past the log's last entry, {group.last_seq}")
+            (cursor,) = conn.execute(
+                "INSERT INTO cursors (device_key, group_id, acked_seq, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (device_key, group_id) DO UPDATE SET"
+                " acked_seq = max(acked_seq, excluded.acked_seq),"
+                " updated_at = excluded.updated_at"
+                " RETURNING acked_seq",
+                (device_key, group_id, seq, now),
+            ).fetchone()
+            _drop_welcomes(conn, group_id, device_key, up_to=int(cursor))
+            return int(cursor)
+
+        return await self._run_write(body, durable=False)
+
 
 # Quota rows idle this long are deleted: longer than any quota window.
 _QUOTA_RETENTION_SECONDS = 86_400
+
+_LOG_COLUMNS = "group_id, seq, epoch, kind, sender_device, client_message_id, message, received_at"
+
+
+def _entry(row: tuple[bytes, int, int, str, bytes, bytes, bytes, int]) -> LogEntry:
+    group_id, seq, epoch, kind, sender, mid, message, received_at = row
+    return LogEntry(
+        group_id=bytes(group_id),
+        seq=int(seq),
+        epoch=int(epoch),
+        kind=MessageKind(kind),
+        sender_device=bytes(sender),
+        client_message_id=bytes(mid),
+        message=bytes(message),
+        received_at=int(received_at),
+    )
+
+
+def _group(conn: sqlite3.Connection, group_id: bytes) -> GroupRecord | None:
+    row = conn.execute(
+        "SELECT epoch, group_info, ratchet_tree, last_seq, created_at FROM groups"
+        " WHERE group_id = ?",
+        (group_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    epoch, group_info, tree, last_seq, created_at = row
+    return GroupRecord(
+        group_id=group_id,
+        epoch=int(epoch),
+        group_info=bytes(group_info),
+        ratchet_tree=bytes(tree),
+        last_seq=int(last_seq),
+        created_at=int(created_at),
+    )
+
+
+def _require_group(conn: sqlite3.Connection, group_id: bytes) -> GroupRecord:
+    group = _group(conn, group_id)
+    if group is None:
+        raise UnknownGroup("no group has this id")
+    return group
+
+
+def _membership(conn: sqlite3.Connection, group_id: bytes, device_key: bytes) -> Membership | None:
+    row = conn.execute(
+        "SELECT leaf_index, joined_seq FROM group_devices WHERE group_id = ? AND device_key = ?",
+        (group_id, device_key),
+    ).fetchone()
+    if row is None:
+        return None
+    return Membership(device_key=device_key, leaf_index=int(row[0]), joined_seq=int(row[1]))
+
+
+def _require_membership(conn: sqlite3.Connection, group_id: bytes, device_key: bytes) -> Membership:
+    member = _membership(conn, group_id, device_key)
+    if member is None:
+        raise NotAMember("the device is not a member of this group")
+    return member
+
+
+def _require_registered(conn: sqlite3.Connection, device_key: bytes) -> None:
+    if not conn.execute("SELECT 1 FROM devices WHERE device_key = ?", (device_key,)).fetchone():
+        raise UnknownMemberDevice("a member's leaf key is not a device registered on this relay")
+
+
+def _find(conn: sqlite3.Connection, *, sender: bytes, mid: bytes) -> LogEntry | None:
+    row = conn.execute(
+        f"SELECT {_LOG_COLUMNS} FROM group_log"  # noqa: S608
+        " WHERE sender_device = ? AND client_message_id = ?",
+        (sender, mid),
+    ).fetchone()
+    return None if row is None else _entry(row)
+
+
+def _commit_of(conn: sqlite3.Connection, *, group_id: bytes, epoch: int) -> LogEntry | None:
+    row = conn.execute(
+        f"SELECT {_LOG_COLUMNS} FROM group_log"  # noqa: S608
+        " WHERE group_id = ? AND epoch = ? AND kind = 'commit'",
+        (group_id, epoch),
+    ).fetchone()
+    return None if row is None else _entry(row)
+
+
+def _original(
+    conn: sqlite3.Connection, group_id: bytes, kind: MessageKind, message: NewMessage | NewCommit
+) -> LogEntry | None:
+    # Exactly once: the device's earlier entry with this id, whatever its epoch or
+    # bytes (a retry re-encrypted for a newer epoch is still the same message).
+    original = _find(conn, sender=message.sender_device, mid=message.client_message_id)
+    if original is not None and (original.group_id != group_id or original.kind is not kind):
+        raise MessageIdReused(
+            f"this device used this client message id for a {original.kind} of another group"
+            if original.group_id != group_id
+            else f"this device used this client message id for a {original.kind}"
+        )
+    return original
+
+
+def _insert_entry(
+    conn: sqlite3.Connection, message: NewMessage | NewCommit, kind: MessageKind
+) -> LogEntry:
+    # The sequence number is read and advanced in the same write transaction
+    # (BEGIN IMMEDIATE holds the database's write lock), so it has no gaps and no
+    # two processes can give one number twice.
+    (seq,) = conn.execute(
+        "UPDATE groups SET last_seq = last_seq + 1 WHERE group_id = ? RETURNING last_seq",
+        (message.group_id,),
+    ).fetchone()
+    entry = LogEntry(
+        group_id=message.group_id,
+        seq=int(seq),
+        epoch=message.epoch,
+        kind=kind,
+        sender_device=message.sender_device,
+        client_message_id=message.client_message_id,
+        message=message.message,
+        received_at=message.received_at,
+    )
+    conn.execute(
+        f"INSERT INTO group_log ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        (
+            entry.group_id,
+            entry.seq,
+            entry.epoch,
+            entry.kind.value,
+            entry.sender_device,
+            entry.client_message_id,
+            entry.message,
+            entry.received_at,
+        ),
+    )
+    return entry
+
+
+def _replace_members(
+    conn: sqlite3.Connection, group_id: bytes, target: dict[bytes, int], *, joined_seq: int
+) -> None:
+    current = {
+        bytes(key): int(leaf)
+        for key, leaf in conn.execute(
+            "SELECT device_key, leaf_index FROM group_devices WHERE group_id = ?", (group_id,)
+        )
+    }
+    removed = current.keys() - target.keys()
+    added = target.keys() - current.keys()
+    moved = {key for key in current.keys() & target.keys() if current[key] != target[key]}
+    for key in removed:
+        conn.execute(
+            "DELETE FROM group_devices WHERE group_id = ? AND device_key = ?", (group_id, key)
+        )
+        _drop_welcomes(conn, group_id, key, up_to=None)
+    # A device changes leaf only by an external commit that resyncs it, one per
+    # commit, into a leaf that was blank or whose member was just deleted; so
+    # these updates cannot collide on (group_id, leaf_index).
+    for key in moved:
+        conn.execute(
+            "UPDATE group_devices SET leaf_index = ? WHERE group_id = ? AND device_key = ?",
+            (target[key], group_id, key),
+        )
+    for key in added:
+        _require_registered(conn, key)
+    conn.executemany(
+        "INSERT INTO group_devices (group_id, device_key, leaf_index, joined_seq)"
+        " VALUES (?, ?, ?, ?)",
+        [(group_id, key, target[key], joined_seq) for key in sorted(added)],
+    )
+
+
+def _insert_welcome(conn: sqlite3.Connection, commit: NewCommit, *, commit_seq: int) -> None:
+    (welcome_id,) = conn.execute(
+        "INSERT INTO welcomes"
+        " (group_id, commit_seq, epoch, welcome, ratchet_tree, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            commit.group_id,
+            commit_seq,
+            commit.epoch + 1,
+            commit.welcome,
+            commit.ratchet_tree,
+            commit.received_at,
+        ),
+    ).fetchone()
+    for device_key in commit.welcome_recipients:
+        _require_registered(conn, device_key)
+    conn.executemany(
+        "INSERT INTO welcome_recipients (device_key, welcome_id) VALUES (?, ?)",
+        [(device_key, welcome_id) for device_key in sorted(set(commit.welcome_recipients))],
+    )
+
+
+def _drop_welcomes(
+    conn: sqlite3.Connection, group_id: bytes, device_key: bytes, *, up_to: int | None
+) -> None:
+    # A device's pending Welcomes of one group, of commits up to ``up_to`` (all if None);
+    # then the Welcomes that no device waits for any more.
+    limit = (1 << 62) if up_to is None else up_to
+    conn.execute(
+        "DELETE FROM welcome_recipients WHERE device_key = ? AND welcome_id IN ("
+        " SELECT id FROM welcomes WHERE group_id = ? AND commit_seq <= ?)",
+        (device_key, group_id, limit),
+    )
+    conn.execute(
+        "DELETE FROM welcomes WHERE group_id = ? AND NOT EXISTS ("
+        " SELECT 1 FROM welcome_recipients AS r WHERE r.welcome_id = welcomes.id)",
+        (group_id,),
+    )
 
 
 def _statements(script: str) -> list[str]:

@@ -1,0 +1,412 @@
+"""
+Groups and their logs: create a group, post and fetch messages, acknowledge, read GroupInfo.
+
+Every route is signed by a device (``Townsquare-*`` headers); all but group
+creation are for the group's member devices only. The relay checks MLS with
+its public view of the group and keeps each group's log in one order; see
+:mod:`townsquare.server.delivery` and ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, ConfigDict
+
+from townsquare.server.config import DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT
+from townsquare.server.delivery import DeliveryService, Post
+from townsquare.server.errors import (
+    BodyTooLarge,
+    CommitConflict,
+    CursorAhead,
+    ExternalCommitRefused,
+    FieldTooLarge,
+    GroupExists,
+    GroupMismatch,
+    InvalidCommit,
+    InvalidGroupInfo,
+    InvalidNewGroup,
+    InvalidProposal,
+    InvalidRequest,
+    MalformedMLS,
+    MessageIdReused,
+    NotAMember,
+    SenderMismatch,
+    StaleEpoch,
+    Unavailable,
+    UnexpectedMessage,
+    UnknownGroup,
+    UnknownMemberDevice,
+    WelcomeMismatch,
+)
+from townsquare.server.http.fields import (
+    GROUP_ID_PATTERN,
+    BytesText,
+    ClientMessageIdText,
+    GroupIdText,
+    MLSMessageText,
+    Seq,
+    UnixTime,
+    group_id_from_path,
+)
+from townsquare.server.http.problems import documented_errors
+from townsquare.server.http.signing import SIGNED_ERRORS, SIGNED_OPENAPI, Signatures
+from townsquare.server.storage import Appended, Device, GroupRecord, LogEntry
+
+__all__ = [
+    "CreateGroupBody",
+    "CursorBody",
+    "EntryBody",
+    "GroupBody",
+    "GroupInfoBody",
+    "PageBody",
+    "PostBody",
+    "PostedBody",
+    "router",
+]
+
+Kind = Literal["commit", "proposal", "application"]
+
+GroupIdPath = Annotated[
+    str,
+    Path(pattern=GROUP_ID_PATTERN, description="The MLS group id, unpadded base64url."),
+]
+
+
+class CreateGroupBody(BaseModel):
+    """
+    A new group: its epoch-0 GroupInfo, whose tree holds one leaf, the creating device's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: MLSMessage(GroupInfo) of epoch 0 (RFC 9420 §12.4.3).
+    group_info: MLSMessageText
+    #: The ratchet tree, when the GroupInfo does not carry the ratchet_tree extension.
+    ratchet_tree: MLSMessageText | None = None
+
+
+class GroupBody(BaseModel):
+    """
+    A group as the relay keeps it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group_id: GroupIdText
+    epoch: Seq
+    #: The sequence number of the last log entry (0 while the log is empty).
+    last_seq: Seq
+    created_at: UnixTime
+
+    @classmethod
+    def of(cls, group: GroupRecord) -> GroupBody:
+        """
+        :returns: the JSON form of ``group``.
+        """
+        return cls(
+            group_id=group.group_id,
+            epoch=group.epoch,
+            last_seq=group.last_seq,
+            created_at=group.created_at,
+        )
+
+
+class GroupInfoBody(BaseModel):
+    """
+    A group's current GroupInfo and ratchet tree.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group_id: GroupIdText
+    epoch: Seq
+    #: MLSMessage(GroupInfo) of the current epoch, as its committer uploaded it.
+    group_info: BytesText
+    #: The current ratchet tree (``optional<Node> ratchet_tree<V>``), as the relay computed it.
+    ratchet_tree: BytesText
+
+
+class PostBody(BaseModel):
+    """
+    A message to append to the group's log.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_message_id: ClientMessageIdText
+    #: MLSMessage: a PublicMessage (proposal or commit) or a PrivateMessage (application).
+    message: MLSMessageText
+    #: With a commit that adds members: their MLSMessage(Welcome).
+    welcome: MLSMessageText | None = None
+    #: With a commit: MLSMessage(GroupInfo) of the epoch it creates.
+    group_info: MLSMessageText | None = None
+
+
+class PostedBody(BaseModel):
+    """
+    Where the message is in the log.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: Seq
+    #: The epoch the message was sent in.
+    epoch: Seq
+    kind: Kind
+    #: True when the device had sent this client message id before: nothing new was stored.
+    duplicate: bool
+
+    @classmethod
+    def of(cls, appended: Appended) -> PostedBody:
+        """
+        :returns: the JSON form of ``appended``.
+        """
+        entry = appended.entry
+        return cls(
+            seq=entry.seq, epoch=entry.epoch, kind=entry.kind.value, duplicate=appended.duplicate
+        )
+
+
+class EntryBody(BaseModel):
+    """
+    One entry of a group's log.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: Seq
+    epoch: Seq
+    kind: Kind
+    #: The MLSMessage as it was posted.
+    message: BytesText
+    received_at: UnixTime
+
+    @classmethod
+    def of(cls, entry: LogEntry) -> EntryBody:
+        """
+        :returns: the JSON form of ``entry``.
+        """
+        return cls(
+            seq=entry.seq,
+            epoch=entry.epoch,
+            kind=entry.kind.value,
+            message=entry.message,
+            received_at=entry.received_at,
+        )
+
+
+class PageBody(BaseModel):
+    """
+    A run of a group's log.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group_id: GroupIdText
+    #: The group's current epoch.
+    epoch: Seq
+    #: The sequence number of the group's last entry: fetch again while the last
+    #: message's ``seq`` is below it.
+    last_seq: Seq
+    messages: tuple[EntryBody, ...]
+
+
+class CursorBody(BaseModel):
+    """
+    A device's cursor in a group's log: the last sequence number it has processed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: Seq
+
+
+_MESSAGE_ERRORS = (
+    InvalidRequest,
+    MalformedMLS,
+    UnexpectedMessage,
+    GroupMismatch,
+    InvalidCommit,
+    InvalidProposal,
+    InvalidGroupInfo,
+    WelcomeMismatch,
+    SIGNED_ERRORS,
+    NotAMember,
+    SenderMismatch,
+    ExternalCommitRefused,
+    UnknownGroup,
+    CommitConflict,
+    StaleEpoch,
+    MessageIdReused,
+    BodyTooLarge,
+    FieldTooLarge,
+    UnknownMemberDevice,
+    Unavailable,
+)
+
+
+def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
+    """
+    Build the group routes.
+
+    :param delivery: the delivery service.
+    :param signatures: the request-signature dependencies.
+    :returns: the router.
+    """
+    routes = APIRouter(tags=["groups"])
+
+    @routes.post(
+        "/v1/groups",
+        status_code=201,
+        response_model=GroupBody,
+        summary="Create a group",
+        description=(
+            "From its epoch-0 GroupInfo (with the ratchet tree inside or beside it). The tree's"
+            " only leaf must be the signing device's: its signature key is the device key and its"
+            " credential a BasicCredential naming that key. Cipher suite 1 only."
+        ),
+        responses=documented_errors(
+            InvalidRequest,
+            MalformedMLS,
+            UnexpectedMessage,
+            InvalidNewGroup,
+            InvalidGroupInfo,
+            SIGNED_ERRORS,
+            GroupExists,
+            BodyTooLarge,
+            FieldTooLarge,
+            UnknownMemberDevice,
+            Unavailable,
+        ),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="create_group",
+    )
+    async def create_group(
+        body: CreateGroupBody, device: Device = Depends(signatures.device)
+    ) -> GroupBody:
+        group = await delivery.create_group(
+            device, group_info=body.group_info, ratchet_tree=body.ratchet_tree
+        )
+        return GroupBody.of(group)
+
+    @routes.post(
+        "/v1/groups/{group_id}/messages",
+        status_code=201,
+        response_model=PostedBody,
+        summary="Append a message to a group's log",
+        description=(
+            "An application message (PrivateMessage) for the current epoch; a proposal or a"
+            " commit (PublicMessage), which the relay checks. A commit carries the new epoch's"
+            " GroupInfo and, if it adds members, their Welcome, and is stored with them"
+            " atomically; the first commit for an epoch wins. A retry with the same"
+            " `client_message_id` answers 200 with the original entry."
+        ),
+        responses={
+            200: {"description": "A retry: the entry stored before.", "model": PostedBody},
+            **documented_errors(*_MESSAGE_ERRORS),
+        },
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="post_message",
+    )
+    async def post_message(
+        group_id: GroupIdPath,
+        body: PostBody,
+        response: Response,
+        device: Device = Depends(signatures.device),
+    ) -> PostedBody:
+        appended = await delivery.post(
+            device,
+            group_id_from_path(group_id),
+            Post(
+                client_message_id=body.client_message_id,
+                message=body.message,
+                welcome=body.welcome,
+                group_info=body.group_info,
+            ),
+        )
+        if appended.duplicate:
+            response.status_code = 200
+        return PostedBody.of(appended)
+
+    @routes.get(
+        "/v1/groups/{group_id}/messages",
+        response_model=PageBody,
+        summary="Fetch a group's log after a sequence number",
+        description=(
+            "For member devices; entries from before the device joined are not served."
+            f" At most `limit` entries ({DEFAULT_FETCH_LIMIT} by default, {MAX_FETCH_LIMIT}"
+            " at most), oldest first."
+        ),
+        responses=documented_errors(
+            InvalidRequest, SIGNED_ERRORS, NotAMember, UnknownGroup, BodyTooLarge, Unavailable
+        ),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="fetch_messages",
+    )
+    async def fetch_messages(
+        group_id: GroupIdPath,
+        after: Annotated[int, Query(ge=0, le=(1 << 53) - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_FETCH_LIMIT)] = DEFAULT_FETCH_LIMIT,
+        device: Device = Depends(signatures.device),
+    ) -> PageBody:
+        page = await delivery.fetch(device, group_id_from_path(group_id), after=after, limit=limit)
+        return PageBody(
+            group_id=page.group_id,
+            epoch=page.epoch,
+            last_seq=page.last_seq,
+            messages=tuple(EntryBody.of(entry) for entry in page.entries),
+        )
+
+    @routes.post(
+        "/v1/groups/{group_id}/cursor",
+        response_model=CursorBody,
+        summary="Acknowledge the log up to a sequence number",
+        description=(
+            "The cursor only moves forward; the answer is the cursor after the call. Pending"
+            " Welcomes of commits up to it are dropped."
+        ),
+        responses=documented_errors(
+            InvalidRequest,
+            SIGNED_ERRORS,
+            NotAMember,
+            UnknownGroup,
+            CursorAhead,
+            BodyTooLarge,
+            Unavailable,
+        ),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="ack_cursor",
+    )
+    async def ack_cursor(
+        group_id: GroupIdPath,
+        body: CursorBody,
+        device: Device = Depends(signatures.device),
+    ) -> CursorBody:
+        cursor = await delivery.ack(device, group_id_from_path(group_id), seq=body.seq)
+        return CursorBody(seq=cursor)
+
+    @routes.get(
+        "/v1/groups/{group_id}/group-info",
+        response_model=GroupInfoBody,
+        summary="Read a group's current GroupInfo and ratchet tree",
+        description="For member devices (joiners by invite come with the invite work).",
+        responses=documented_errors(
+            InvalidRequest, SIGNED_ERRORS, NotAMember, UnknownGroup, BodyTooLarge, Unavailable
+        ),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="get_group_info",
+    )
+    async def get_group_info(
+        group_id: GroupIdPath, device: Device = Depends(signatures.device)
+    ) -> GroupInfoBody:
+        group = await delivery.group_info(device, group_id_from_path(group_id))
+        return GroupInfoBody(
+            group_id=group.group_id,
+            epoch=group.epoch,
+            group_info=group.group_info,
+            ratchet_tree=group.ratchet_tree,
+        )
+
+    return routes

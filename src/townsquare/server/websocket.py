@@ -1,0 +1,409 @@
+"""
+``/v1/ws``: the push channel. A device proves its key, subscribes to its groups, and is told.
+
+One JSON object per text frame, each with a ``type``. The exchange
+(``docs/protocol.md`` is normative)::
+
+    relay  ── {"type": "challenge", "challenge": "<32 random bytes>"}
+    device ── {"type": "auth", "headers": {"Townsquare-Device": …, "Townsquare-Timestamp": …,
+                                           "Townsquare-Nonce": …, "Townsquare-Signature": …}}
+    relay  ── {"type": "ready", "device": "<device key>"}
+    device ── {"type": "subscribe", "groups": ["<group id>", …]}
+    relay  ── {"type": "subscribed", "groups": [...], "refused": [{"group": …, "code": …}]}
+    relay  ── {"type": "message", "group": …, "seq": 42, "epoch": 7, "kind": "application",
+               "message": "<MLSMessage, if at most push_inline_max_bytes>"}
+    relay  ── {"type": "welcome", "group": …, "seq": 41}     a Welcome waits (GET /v1/welcomes)
+    relay  ── {"type": "removed", "group": …, "seq": 43}     the commit at 43 removed the device
+    relay  ── {"type": "lagged"}                             notices were dropped: fetch
+
+The ``auth`` headers are exactly those of a signed request (:func:`townsquare.auth.sign_request`)
+for ``GET /v1/ws`` whose body is the challenge's bytes, so the relay checks them with the
+same :class:`~townsquare.server.auth.Authenticator`: clock window, registered device,
+signature, single-use nonce. The challenge, fresh per connection, makes a recorded
+``auth`` useless on any other connection.
+
+Errors are sent as ``{"type": "error", "problem": {…}}``, the RFC 9457
+problem document an HTTP request would have been answered with, then the
+relay closes with code 4000 + the HTTP status (4400 a frame it cannot read,
+4401 authentication failed, 4408 no ``auth`` in time, 4409 a replayed
+``auth`` nonce, 4413 a frame too large), or 1011 if the relay itself failed.
+A ``subscribe`` refused for one group (404 ``unknown-group``, 403
+``not-a-member``) does not close the connection.
+
+Every send has a timeout (``Limits.websocket_send_timeout_seconds``), so a
+connection that stops reading is dropped rather than holding notices; the
+wait for ``auth`` has one too. Waiting for the device's next frame has none:
+idle connections are the normal case, and the server's WebSocket pings
+(uvicorn's) close dead ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from townsquare import auth
+from townsquare.server.auth import SIGNATURE_HEADERS, Authenticator
+from townsquare.server.config import (
+    MAX_SUBSCRIBE_GROUPS,
+    MAX_WEBSOCKET_FRAME_BYTES,
+    WEBSOCKET_CHALLENGE_BYTES,
+    Limits,
+)
+from townsquare.server.delivery import DeliveryService
+from townsquare.server.errors import (
+    FieldTooLarge,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    ServerError,
+    TooManyItems,
+)
+from townsquare.server.fanout import (
+    Fanout,
+    Lagged,
+    MessageNotice,
+    Notice,
+    RemovedNotice,
+    Subscription,
+    SubscriptionClosed,
+    WelcomeNotice,
+)
+from townsquare.server.http.fields import group_id_from_path
+from townsquare.server.http.problems import problem_document
+from townsquare.server.storage import Device
+
+__all__ = [
+    "CLOSE_AUTH_TIMEOUT",
+    "CLOSE_BAD_FRAME",
+    "CLOSE_FRAME_TOO_LARGE",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_UNAUTHENTICATED",
+    "WEBSOCKET_PATH",
+    "AuthFrame",
+    "PushEndpoint",
+    "SubscribeFrame",
+    "UnsubscribeFrame",
+    "notice_frame",
+    "parse_client_frame",
+]
+
+#: The path of the push channel, also the ``target`` its ``auth`` signs.
+WEBSOCKET_PATH = "/v1/ws"
+#: Close codes: 4000 + the HTTP status of the problem.
+CLOSE_BAD_FRAME = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_FRAME_TOO_LARGE = 4413
+CLOSE_INTERNAL_ERROR = 1011
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFrame:
+    """
+    ``{"type": "auth", "headers": {...}}``: the signature headers of ``GET /v1/ws``.
+    """
+
+    headers: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeFrame:
+    """
+    ``{"type": "subscribe", "groups": [...]}``.
+    """
+
+    groups: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeFrame:
+    """
+    ``{"type": "unsubscribe", "groups": [...]}``.
+    """
+
+    groups: tuple[bytes, ...]
+
+
+ClientFrame = AuthFrame | SubscribeFrame | UnsubscribeFrame
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """
+    Parse one frame from a device.
+
+    :param text: the frame's text.
+    :returns: the frame.
+    :raises FieldTooLarge: if the frame is over the size limit.
+    :raises TooManyItems: if it names too many groups.
+    :raises InvalidRequest: if it is not one of the frames a device sends.
+    """
+    if len(text) > MAX_WEBSOCKET_FRAME_BYTES:
+        raise FieldTooLarge(f"a frame is at most {MAX_WEBSOCKET_FRAME_BYTES} bytes")
+    try:
+        value: object = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest("a frame is one JSON object") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("a frame is one JSON object")
+    kind = value.get("type")
+    if kind == "auth" and set(value) == {"type", "headers"}:
+        headers = value["headers"]
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise InvalidRequest("auth.headers maps header names to strings")
+        return AuthFrame({name.lower(): (text_value,) for name, text_value in headers.items()})
+    if kind in ("subscribe", "unsubscribe") and set(value) == {"type", "groups"}:
+        groups = value["groups"]
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise InvalidRequest(f"{kind}.groups is a list of group ids")
+        if len(groups) > MAX_SUBSCRIBE_GROUPS:
+            raise TooManyItems(f"one {kind} names at most {MAX_SUBSCRIBE_GROUPS} groups")
+        ids = tuple(dict.fromkeys(group_id_from_path(g) for g in groups))
+        return SubscribeFrame(ids) if kind == "subscribe" else UnsubscribeFrame(ids)
+    raise InvalidRequest("a frame is auth, subscribe or unsubscribe, with exactly their members")
+
+
+def notice_frame(notice: Notice) -> dict[str, object]:
+    """
+    :returns: the frame that tells a device of ``notice``.
+    """
+    match notice:
+        case MessageNotice():
+            frame: dict[str, object] = {
+                "type": "message",
+                "group": auth.encode_b64u(notice.group_id),
+                "seq": notice.seq,
+                "epoch": notice.epoch,
+                "kind": notice.kind.value,
+            }
+            if notice.message is not None:
+                frame["message"] = auth.encode_b64u(notice.message)
+            return frame
+        case RemovedNotice():
+            return {
+                "type": "removed",
+                "group": auth.encode_b64u(notice.group_id),
+                "seq": notice.seq,
+            }
+        case WelcomeNotice():
+            return {
+                "type": "welcome",
+                "group": auth.encode_b64u(notice.group_id),
+                "seq": notice.seq,
+            }
+        case Lagged():
+            return {"type": "lagged"}
+
+
+def _error_frame(error: ServerError) -> dict[str, object]:
+    return {"type": "error", "problem": problem_document(error)}
+
+
+def _close_code(error: ServerError) -> int:
+    # 4000 + the HTTP status of a refusal (RFC 6455 §7.4.2 leaves 4000-4999 to
+    # applications); 1011, "internal error" (RFC 6455 §7.4.1), for a failure of the relay.
+    return 4000 + error.status if 400 <= error.status < 500 else CLOSE_INTERNAL_ERROR
+
+
+class _Closed(Exception):
+    # The connection ended (the device left, or the relay closed it).
+    pass
+
+
+class _Connection:
+    """
+    One authenticated connection: its socket, its subscription, and one send at a time.
+    """
+
+    def __init__(self, websocket: WebSocket, limits: Limits) -> None:
+        self.websocket = websocket
+        self._limits = limits
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+        async with self._send_lock:
+            try:
+                async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
+                    await self.websocket.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                raise _Closed("the connection is gone") from exc
+
+    async def receive(self) -> str:
+        # No timeout: waiting for an idle device is the normal state (see the module).
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise _Closed("the device disconnected")
+        text = message.get("text")
+        if text is None:
+            raise InvalidRequest("frames are text (JSON), not binary")
+        return str(text)
+
+    async def close(self, code: int) -> None:
+        if self.websocket.application_state != WebSocketState.CONNECTED:
+            return
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+            async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
+                await self.websocket.close(code)
+
+
+class PushEndpoint:
+    """
+    The ASGI WebSocket endpoint of ``/v1/ws``.
+    """
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        delivery: DeliveryService,
+        fanout: Fanout,
+        limits: Limits,
+        challenge: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        """
+        :param authenticator: checks the ``auth`` frame's signature headers.
+        :param delivery: checks group membership on ``subscribe``.
+        :param fanout: where the connection's notices come from.
+        :param limits: timeouts and queue sizes.
+        :param challenge: the source of challenges (tests pass a seeded one).
+        """
+        self._authenticator = authenticator
+        self._delivery = delivery
+        self._fanout = fanout
+        self._limits = limits
+        self._challenge = challenge
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        """
+        Serve one connection until either side closes it.
+        """
+        connection = _Connection(websocket, self._limits)
+        try:
+            async with asyncio.timeout(self._limits.websocket_auth_timeout_seconds):
+                await websocket.accept()
+                device = await self._authenticate(connection)
+        except _Closed:
+            return
+        except TimeoutError:
+            with contextlib.suppress(_Closed):
+                await connection.send(_error_frame(InvalidRequest("no auth frame arrived in time")))
+            await connection.close(CLOSE_AUTH_TIMEOUT)
+            return
+        except ServerError as exc:
+            with contextlib.suppress(_Closed):
+                await connection.send(_error_frame(exc))
+            await connection.close(_close_code(exc))
+            return
+        subscription = self._fanout.subscribe(
+            device.device_key, queue_size=self._limits.websocket_queue_size
+        )
+        try:
+            await connection.send({"type": "ready", "device": auth.encode_b64u(device.device_key)})
+            await self._serve(connection, device, subscription)
+        except _Closed:
+            pass
+        except ServerError as exc:
+            with contextlib.suppress(_Closed):
+                await connection.send(_error_frame(exc))
+            await connection.close(_close_code(exc))
+        finally:
+            subscription.close()
+
+    async def _authenticate(self, connection: _Connection) -> Device:
+        challenge = self._challenge(WEBSOCKET_CHALLENGE_BYTES)
+        await connection.send({"type": "challenge", "challenge": auth.encode_b64u(challenge)})
+        frame = parse_client_frame(await connection.receive())
+        if not isinstance(frame, AuthFrame):
+            raise InvalidRequest("the first frame is auth")
+        headers = {name.lower(): frame.headers.get(name.lower(), ()) for name in SIGNATURE_HEADERS}
+        return await self._authenticator.authenticate(
+            method="GET", target=WEBSOCKET_PATH, body=challenge, headers=headers
+        )
+
+    async def _serve(
+        self, connection: _Connection, device: Device, subscription: Subscription
+    ) -> None:
+        # Two tasks: one reads the device's frames, one sends its notices. Each ends
+        # the other without raising out of the group (so that the group never has to
+        # cancel this task): the reader closes the subscription, which ends the
+        # writer; the writer, if a send fails, cancels the reader.
+        refused: list[ServerError] = []
+
+        async def read() -> None:
+            try:
+                while True:
+                    frame = parse_client_frame(await connection.receive())
+                    if isinstance(frame, AuthFrame):
+                        raise InvalidRequest("the connection is already authenticated")
+                    if isinstance(frame, SubscribeFrame):
+                        await self._subscribe(connection, device, subscription, frame.groups)
+                    else:
+                        for group_id in frame.groups:
+                            subscription.remove_group(group_id)
+                        await connection.send(
+                            {
+                                "type": "unsubscribed",
+                                "groups": [auth.encode_b64u(g) for g in frame.groups],
+                            }
+                        )
+            except _Closed:
+                pass
+            except ServerError as exc:
+                refused.append(exc)
+            finally:
+                subscription.close()
+
+        async def write(reader: asyncio.Task[None]) -> None:
+            try:
+                while True:
+                    notice = await subscription.next()
+                    await connection.send(notice_frame(notice))
+            except SubscriptionClosed:
+                pass
+            except _Closed:
+                reader.cancel()
+
+        async with asyncio.TaskGroup() as tasks:
+            reader = tasks.create_task(read())
+            tasks.create_task(write(reader))
+        if refused:
+            raise refused[0]
+
+    async def _subscribe(
+        self,
+        connection: _Connection,
+        device: Device,
+        subscription: Subscription,
+        groups: tuple[bytes, ...],
+    ) -> None:
+        accepted: list[str] = []
+        refused: list[dict[str, str]] = []
+        for group_id in groups:
+            text = auth.encode_b64u(group_id)
+            if (
+                group_id not in subscription.groups
+                and len(subscription.groups) >= self._limits.max_subscriptions_per_connection
+            ):
+                refused.append({"group": text, "code": TooManyItems.code})
+                continue
+            # Subscribe first, then check: a removal stored in between is either seen
+            # by the check or routed to this subscription afterwards.
+            subscription.add_group(group_id)
+            try:
+                await self._delivery.check_member(device.device_key, group_id)
+            except (NotFound, Forbidden) as exc:
+                subscription.remove_group(group_id)
+                refused.append({"group": text, "code": exc.code})
+            else:
+                accepted.append(text)
+        await connection.send({"type": "subscribed", "groups": accepted, "refused": refused})
