@@ -28,8 +28,22 @@ Mutation and cost model:
   checks of §7.3 and §12.4.2 O(1) per key; resolutions skip the blank
   subtrees right of the last member. Only extending or truncating the tree
   (§7.7) touches O(n) entries, as the array itself doubles or halves.
+* A tree built from its nodes (a joiner's, or one loaded from storage) has
+  no cached hash, so its first tree hash is computed level by level over the
+  node array (leaves first, then each level of parents), not by recursion.
 * Checks that a joiner must run (parent hashes, signatures, unmerged leaves,
-  key uniqueness) are O(n) and run once per join, never per commit.
+  key uniqueness) are O(n) and run once per join, never per commit. Parent
+  hashes are checked in one pass over the parents, each non-blank parent
+  hashing its ParentHashInput at most once per child (§7.9.2).
+
+Invariant: every entry of a parent's ``unmerged_leaves`` names a leaf of the
+tree. The constructor rejects any other tree, before resolutions, tree
+hashes or parent hashes index the node array with those entries, and
+mutations keep it (an Add lists its leaf only on its own direct path, and
+nothing else writes the lists). The rules of RFC 9420 §12.4.3.1 about those
+entries (a non-blank descendant of the parent, listed by every non-blank node
+in between) and §7.1 (sorted) are checked by
+:meth:`RatchetTree.verify_unmerged_leaves`.
 """
 
 from __future__ import annotations
@@ -42,7 +56,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated
 
-from townsquare.mls.codec import U8, U32, Opaque, Optional, Select, Struct, Vector
+from townsquare.mls.codec import (
+    U8,
+    U32,
+    Opaque,
+    Optional,
+    Select,
+    Struct,
+    Vector,
+    encode_opaque,
+)
 from townsquare.mls.errors import (
     DuplicateKey,
     InvalidSignature,
@@ -197,6 +220,93 @@ class ParentHashInput(Struct):
 # prepends "MLS 1.0 ").
 _LEAF_NODE_TBS_LABEL = b"LeafNodeTBS"
 
+# -- Encoding hash inputs (RFC 9420 §7.8, §7.9) ----------------------------------------
+#
+# A joiner of a 10,000-member group hashes all 32,767 nodes and a
+# ParentHashInput for each child of every parent. Building a LeafNodeHashInput,
+# ParentNodeHashInput or ParentHashInput value only to encode it costs about
+# as much as the encoding itself, so these functions join the codec's own
+# encodings of the parts instead: the node (``Struct.encode``), the
+# ``opaque<V>`` length prefixes (``encode_opaque``), the NodeType octet and
+# the presence octet. The structs above stay the definition; the unit tests
+# check these bytes against theirs.
+
+_LEAF_TAG = bytes((NodeType.LEAF,))
+_PARENT_TAG = bytes((NodeType.PARENT,))
+# RFC 9420 §2.1.1: the presence octet of an optional<T>.
+_ABSENT = b"\x00"
+_PRESENT = b"\x01"
+# RFC 9420 §2.1.2: lengths below 64 take one octet, as those of SHA-256 and
+# SHA-384 hashes and X25519 and X448 keys do; longer ones go to the codec.
+_SHORT_LENGTHS = tuple(encode_opaque(bytes(n))[:1] for n in range(64))
+
+
+def _length_prefix(n: int) -> bytes:
+    """
+    :returns: the varint length that starts an ``opaque x<V>`` of ``n`` bytes (RFC 9420 §2.1.2).
+    """
+    if n < 64:
+        return _SHORT_LENGTHS[n]
+    return encode_opaque(bytes(n))[:-n]
+
+
+def _leaf_hash_input(leaf_index: int, leaf_node: Node | None) -> bytes:
+    """
+    :returns: the encoded TreeHashInput of a leaf: NodeType ``leaf``, then its LeafNodeHashInput.
+    """
+    head = _LEAF_TAG + leaf_index.to_bytes(4, "big")
+    if leaf_node is None:
+        return head + _ABSENT
+    return head + _PRESENT + leaf_node.encode()
+
+
+def _parent_tree_hash_input(parent_node: Node | None, left_hash: bytes, right_hash: bytes) -> bytes:
+    """
+    :returns: the encoded TreeHashInput of a parent: NodeType ``parent``, then its
+        ParentNodeHashInput.
+    """
+    body = _ABSENT if parent_node is None else _PRESENT + parent_node.encode()
+    return (
+        _PARENT_TAG
+        + body
+        + _length_prefix(len(left_hash))
+        + left_hash
+        + _length_prefix(len(right_hash))
+        + right_hash
+    )
+
+
+def _parent_hash_input(parent_node: ParentNode, original_sibling_tree_hash: bytes) -> bytes:
+    """
+    :returns: the encoded ParentHashInput of ``parent_node`` (RFC 9420 §7.9).
+    """
+    key = parent_node.encryption_key
+    link = parent_node.parent_hash
+    return (
+        _length_prefix(len(key))
+        + key
+        + _length_prefix(len(link))
+        + link
+        + _length_prefix(len(original_sibling_tree_hash))
+        + original_sibling_tree_hash
+    )
+
+
+def _check_unmerged_in_tree(parent: int, parent_node: ParentNode, n_leaves: int) -> None:
+    """
+    :raises InvalidUnmergedLeaves: if ``parent_node`` at node ``parent`` lists a leaf index
+        that is not a leaf of a tree of ``n_leaves`` leaves.
+    """
+    for u in parent_node.unmerged_leaves:
+        # Every use of the entries (resolutions §4.1.1, tree and parent
+        # hashes §7.8, §7.9, the checks of §12.4.3.1) indexes the node array
+        # with them, so one outside the tree is rejected before the tree
+        # exists; verify_unmerged_leaves checks that it is under the parent.
+        if not 0 <= u < n_leaves:
+            raise InvalidUnmergedLeaves(
+                f"unmerged leaf {u} of node {parent} is outside the tree ({n_leaves} leaves)"
+            )
+
 
 def _leaf_span(node: NodeIndex) -> tuple[int, int]:
     """
@@ -236,6 +346,7 @@ class RatchetTree:
         "_blank_leaves",
         "_change_token",
         "_changed",
+        "_cold",
         "_encryption_keys",
         "_hashes",
         "_n_leaves",
@@ -248,6 +359,9 @@ class RatchetTree:
     _suite: CipherSuite
     _nodes: list[Node | None]
     _hashes: list[bytes | None]
+    # Whether many hashes may be missing (a tree just built, or just
+    # extended), so the next tree hash fills them level by level.
+    _cold: bool
     _n_leaves: int
     # The highest non-blank leaf index. Every parent whose leaves all lie to
     # its right is blank: a decoded tree ends with that leaf (§12.4.3.3), and
@@ -272,6 +386,8 @@ class RatchetTree:
         :param nodes: the nodes in array order (leaves at even indices).
         :raises InvalidTreeShape: if the array is empty, ends in a blank or a parent node,
             or holds a leaf in a parent's slot or a parent in a leaf's slot.
+        :raises InvalidUnmergedLeaves: if a parent lists an unmerged leaf that is not a leaf of
+            the tree (the other unmerged-leaf rules are :meth:`verify_unmerged_leaves`'s).
         """
         if not nodes:
             raise InvalidTreeShape("the ratchet tree has no nodes")
@@ -286,32 +402,42 @@ class RatchetTree:
             # §4.1.2, and removals truncate, §7.7), so a tree ending in one
             # was not built by group members.
             raise InvalidTreeShape("the ratchet tree ends with a parent node")
+        n_leaves = _leaf_width(len(nodes))
+        # One pass checks each slot and counts the keys (what _write would
+        # do node by node).
+        encryption_keys: dict[bytes, int] = {}
+        signature_keys: dict[bytes, int] = {}
         for index, node in enumerate(nodes):
-            # RFC 9420 §7.1: leaves sit at even indices and parents at odd ones.
             if node is None:
                 continue
-            if index % 2 == 0 and not isinstance(node, LeafNode):
-                raise InvalidTreeShape(f"node {index} is a leaf slot but holds a parent node")
-            if index % 2 == 1 and not isinstance(node, ParentNode):
-                raise InvalidTreeShape(f"node {index} is a parent slot but holds a leaf node")
-        n_leaves = _leaf_width(len(nodes))
+            # RFC 9420 §7.1: leaves sit at even indices and parents at odd ones.
+            if index % 2 == 0:
+                if not isinstance(node, LeafNode):
+                    raise InvalidTreeShape(f"node {index} is a leaf slot but holds a parent node")
+                signature_keys[node.signature_key] = signature_keys.get(node.signature_key, 0) + 1
+            else:
+                if not isinstance(node, ParentNode):
+                    raise InvalidTreeShape(f"node {index} is a parent slot but holds a leaf node")
+                if node.unmerged_leaves:
+                    _check_unmerged_in_tree(index, node, n_leaves)
+            encryption_keys[node.encryption_key] = encryption_keys.get(node.encryption_key, 0) + 1
         padded: list[Node | None] = list(nodes)
         # RFC 9420 §12.4.3.3: "extend the tree to the right until it has a
         # length of the form 2^(d+1)-1, adding the minimum number of blank
         # values possible".
         padded.extend([None] * (node_count(n_leaves) - len(nodes)))
         self._suite = suite
-        self._nodes = [None] * len(padded)
+        self._nodes = padded
         self._hashes = [None] * len(padded)
+        self._cold = True
         self._n_leaves = n_leaves
         self._rightmost = (len(nodes) - 1) // 2
-        self._blank_leaves = [i for i in range(n_leaves) if padded[2 * i] is None]
-        self._encryption_keys = {}
-        self._signature_keys = {}
+        # Ascending, so already a heap.
+        self._blank_leaves = [i for i, leaf in enumerate(padded[0::2]) if leaf is None]
+        self._encryption_keys = encryption_keys
+        self._signature_keys = signature_keys
         self._change_token = None
         self._changed = None
-        for index, node in enumerate(padded):
-            self._write(index, node)
 
     @classmethod
     def from_nodes(cls, suite: CipherSuite, nodes: RatchetTreeNodes) -> RatchetTree:
@@ -320,6 +446,7 @@ class RatchetTree:
         :param nodes: a decoded ``ratchet_tree`` extension (RFC 9420 §12.4.3.3).
         :returns: the tree those nodes describe.
         :raises InvalidTreeShape: as :class:`RatchetTree` does.
+        :raises InvalidUnmergedLeaves: as :class:`RatchetTree` does.
         """
         return cls(suite, nodes.nodes)
 
@@ -331,6 +458,7 @@ class RatchetTree:
         :returns: the tree it encodes.
         :raises DecodeError: if ``data`` is not such an encoding.
         :raises InvalidTreeShape: as :class:`RatchetTree` does.
+        :raises InvalidUnmergedLeaves: as :class:`RatchetTree` does.
         """
         return cls.from_nodes(suite, RatchetTreeNodes.decode(data))
 
@@ -346,6 +474,7 @@ class RatchetTree:
         other._suite = self._suite
         other._nodes = self._nodes.copy()
         other._hashes = self._hashes.copy()
+        other._cold = self._cold
         other._n_leaves = self._n_leaves
         other._rightmost = self._rightmost
         other._blank_leaves = self._blank_leaves.copy()
@@ -607,32 +736,70 @@ class RatchetTree:
         return self._tree_hash(node)
 
     def _tree_hash(self, node: NodeIndex) -> bytes:
+        if self._cold:
+            self._hash_all()
+        return self._tree_hash_at(node, level(node))
+
+    def _tree_hash_at(self, node: int, node_level: int) -> bytes:
+        # After a mutation only the changed nodes and their direct paths lack
+        # a hash, so the walk down stops at once on every other subtree.
         cached = self._hashes[node]
         if cached is not None:
             return cached
         value = self._nodes[node]
-        if is_leaf(node):
-            leaf_node = value if isinstance(value, LeafNode) else None
-            digest = self._leaf_hash(node, leaf_node)
+        if node_level == 0:
+            digest = self._suite.hash(_leaf_hash_input(node >> 1, value))
         else:
-            parent_node = value if isinstance(value, ParentNode) else None
-            digest = self._parent_tree_hash(
-                parent_node, self._tree_hash(left(node)), self._tree_hash(right(node))
-            )
+            half = 1 << (node_level - 1)
+            left_hash = self._tree_hash_at(node - half, node_level - 1)
+            right_hash = self._tree_hash_at(node + half, node_level - 1)
+            digest = self._suite.hash(_parent_tree_hash_input(value, left_hash, right_hash))
         self._hashes[node] = digest
         return digest
 
-    def _leaf_hash(self, node: NodeIndex, leaf_node: LeafNode | None) -> bytes:
-        hash_input = LeafNodeHashInput(leaf_index=node // 2, leaf_node=leaf_node)
-        return self._suite.hash(TREE_HASH_INPUT.encode(hash_input))
-
-    def _parent_tree_hash(
-        self, parent_node: ParentNode | None, left_hash: bytes, right_hash: bytes
-    ) -> bytes:
-        hash_input = ParentNodeHashInput(
-            parent_node=parent_node, left_hash=left_hash, right_hash=right_hash
-        )
-        return self._suite.hash(TREE_HASH_INPUT.encode(hash_input))
+    def _hash_all(self) -> None:
+        # Fill every missing tree hash, level by level over the node array
+        # (Appendix C): the leaves are the even indices; the parents at level
+        # k are the indices 2**k - 1 + j * 2**(k+1), whose children lie
+        # 2**(k-1) to either side. The array always holds a full tree, so
+        # each level's children are two slices of the level below.
+        nodes = self._nodes
+        cached = self._hashes
+        width = len(nodes)
+        hash_ = self._suite.hash
+        computed: list[bytes] = [b""] * width
+        computed[0::2] = [
+            digest if digest is not None else hash_(_leaf_hash_input(leaf_index, value))
+            for leaf_index, (digest, value) in enumerate(
+                zip(cached[0::2], nodes[0::2], strict=True)
+            )
+        ]
+        prefix = _length_prefix(self._suite.hash_length)
+        half = 1
+        while 2 * half - 1 < width:
+            first, step = 2 * half - 1, 4 * half
+            computed[first::step] = [
+                digest
+                if digest is not None
+                else hash_(
+                    _PARENT_TAG
+                    + (_ABSENT if value is None else _PRESENT + value.encode())
+                    + prefix
+                    + left_hash
+                    + prefix
+                    + right_hash
+                )
+                for digest, value, left_hash, right_hash in zip(
+                    cached[first::step],
+                    nodes[first::step],
+                    computed[first - half :: step],
+                    computed[first + half :: step],
+                    strict=True,
+                )
+            ]
+            half *= 2
+        self._hashes[:] = computed
+        self._cold = False
 
     def root_tree_hash(self) -> bytes:
         """
@@ -653,7 +820,7 @@ class RatchetTree:
             # current tree."
             return self._tree_hash(node)
         if is_leaf(node):
-            return self._leaf_hash(node, None)
+            return self._suite.hash(_leaf_hash_input(node >> 1, None))
         value = self._nodes[node]
         parent_node = value if isinstance(value, ParentNode) else None
         if parent_node is not None:
@@ -661,10 +828,12 @@ class RatchetTree:
                 parent_node,
                 unmerged_leaves=tuple(u for u in parent_node.unmerged_leaves if u not in removed),
             )
-        return self._parent_tree_hash(
-            parent_node,
-            self._tree_hash_without(left(node), removed),
-            self._tree_hash_without(right(node), removed),
+        return self._suite.hash(
+            _parent_tree_hash_input(
+                parent_node,
+                self._tree_hash_without(left(node), removed),
+                self._tree_hash_without(right(node), removed),
+            )
         )
 
     # -- Parent hashes (RFC 9420 §7.9) ---------------------------------------------------
@@ -687,14 +856,13 @@ class RatchetTree:
         return self._parent_hash(parent_node, copath_child)
 
     def _parent_hash(self, parent_node: ParentNode, copath_child: NodeIndex) -> bytes:
-        hash_input = ParentHashInput(
-            encryption_key=parent_node.encryption_key,
-            parent_hash=parent_node.parent_hash,
-            original_sibling_tree_hash=self._tree_hash_without(
-                copath_child, frozenset(parent_node.unmerged_leaves)
-            ),
-        )
-        return self._suite.hash(hash_input.encode())
+        unmerged = parent_node.unmerged_leaves
+        if unmerged:
+            sibling_hash = self._tree_hash_without(copath_child, frozenset(unmerged))
+        else:
+            # Checking a whole tree reads every hash: the cache, when warm.
+            sibling_hash = self._hashes[copath_child] or self._tree_hash(copath_child)
+        return self._suite.hash(_parent_hash_input(parent_node, sibling_hash))
 
     def verify_parent_hashes(self) -> None:
         """
@@ -707,16 +875,46 @@ class RatchetTree:
         resolution. Chains then reach a leaf because every parent on them is
         checked the same way.
 
+        Only the non-blank nodes of C's resolution that have no non-blank node
+        between them and P can link (an unmerged leaf D of a non-blank node X
+        would leave X, a parent, in "the rest of C's resolution"), so when C is
+        not blank, C is the only candidate and no resolution is built. The
+        parent hash of P with copath child S is computed only for a candidate
+        that passes the unmerged-leaves condition, so at most once per child:
+        to tell "exactly one" from "two", a link from each side is tested.
+
         :raises ParentHashMismatch: naming the first parent that is not parent-hash valid.
         """
-        for index in range(1, len(self._nodes), 2):
-            parent_node = self._nodes[index]
+        if self._cold:
+            self._hash_all()
+        nodes = self._nodes
+        for index in range(1, len(nodes), 2):
+            parent_node = nodes[index]
             if not isinstance(parent_node, ParentNode):
                 continue
+            # Appendix C: the children of a node at level k lie 2**(k-1) to
+            # either side, and ``x ^ (x + 1)`` is 2**(k+1) - 1.
+            half = ((index ^ (index + 1)) + 1) >> 2
             parent = NodeIndex(index)
-            links = 0
-            for child, sibling in ((left(parent), right(parent)), (right(parent), left(parent))):
-                links += self._count_links(parent, parent_node, child, sibling)
+            left_child, right_child = NodeIndex(index - half), NodeIndex(index + half)
+            left_value, right_value = nodes[left_child], nodes[right_child]
+            if (
+                left_value is None
+                or right_value is None
+                or parent_node.unmerged_leaves
+                or (isinstance(left_value, ParentNode) and left_value.unmerged_leaves)
+                or (isinstance(right_value, ParentNode) and right_value.unmerged_leaves)
+            ):
+                links = self._count_links(parent_node, left_child, right_child) + self._count_links(
+                    parent_node, right_child, left_child
+                )
+            else:
+                # The common case: both children are set and no unmerged
+                # leaves are involved, so each child is the only candidate
+                # on its side and meets the unmerged-leaves condition.
+                links = self._links_to(left_value, parent_node, right_child) + self._links_to(
+                    right_value, parent_node, left_child
+                )
             # RFC 9420 §7.9.2: "When joining a group, the new member MUST
             # authenticate that each non-blank parent node P is parent-hash
             # valid. This can be done ... "top down" by verifying that there
@@ -728,31 +926,51 @@ class RatchetTree:
                     f"({links} descendants link to it, expected exactly 1)"
                 )
 
-    def _count_links(
-        self, parent: NodeIndex, parent_node: ParentNode, child: NodeIndex, sibling: NodeIndex
-    ) -> int:
-        resolution = self.resolution(child)
-        if not resolution:
+    def _count_links(self, parent_node: ParentNode, child: NodeIndex, sibling: NodeIndex) -> int:
+        # How many descendants under ``child`` link to ``parent_node`` (0 or 1
+        # in any tree; see verify_parent_hashes for why only these are tried).
+        unmerged = parent_node.unmerged_leaves
+        if unmerged:
+            first, last = _leaf_span(child)
+            unmerged_below = {u for u in unmerged if first <= u <= last}
+        else:
+            unmerged_below = set()
+        value = self._nodes[child]
+        if value is not None:
+            # C is not blank: its resolution is C and C's unmerged leaves, so
+            # D = C, and the rest is C's unmerged leaves.
+            rest = value.unmerged_leaves if isinstance(value, ParentNode) else ()
+            if unmerged_below != set(rest):
+                return 0
+            return self._links_to(value, parent_node, sibling)
+        resolution: list[NodeIndex] = []
+        self._resolve(child, resolution)
+        below = {leaf_to_node(LeafIndex(u)) for u in unmerged_below}
+        # RFC 9420 §7.9.2: "D is in the resolution of C, and the intersection
+        # of P's unmerged_leaves with the subtree under C is equal to the
+        # resolution of C with D removed." So D is the one node of C's
+        # resolution that P does not list, if there is exactly one.
+        unlisted = set(resolution)
+        if not below <= unlisted:
             return 0
-        expected = self._parent_hash(parent_node, sibling)
-        first, last = _leaf_span(child)
-        unmerged_below = {
-            leaf_to_node(LeafIndex(u)) for u in parent_node.unmerged_leaves if first <= u <= last
-        }
-        links = 0
-        for descendant in resolution:
-            value = self._nodes[descendant]
-            link = value.parent_hash if value is not None else None
-            # RFC 9420 §7.9.2: "The parent_hash field of D is equal to the
-            # parent hash of P with copath child S" and "D is in the
-            # resolution of C, and the intersection of P's unmerged_leaves
-            # with the subtree under C is equal to the resolution of C with
-            # D removed."
-            if link is None or not hmac.compare_digest(link, expected):
-                continue
-            if unmerged_below == set(resolution) - {descendant}:
-                links += 1
-        return links
+        unlisted -= below
+        if len(unlisted) != 1:
+            return 0
+        candidate = self._nodes[unlisted.pop()]
+        if candidate is None:  # pragma: no cover - see below
+            # A blank leaf is in a resolution only as an unmerged leaf of a
+            # non-blank parent that is in it too, and P cannot list a parent.
+            return 0
+        return self._links_to(candidate, parent_node, sibling)
+
+    def _links_to(self, descendant: Node, parent_node: ParentNode, sibling: NodeIndex) -> int:
+        # RFC 9420 §7.9.2: "The parent_hash field of D is equal to the parent
+        # hash of P with copath child S". A leaf that is not from a commit has
+        # no parent_hash, and no hash is empty.
+        link = descendant.parent_hash
+        if not link:
+            return 0
+        return int(hmac.compare_digest(link, self._parent_hash(parent_node, sibling)))
 
     # -- Structural checks (RFC 9420 §7.3, §12.4.3.1) ------------------------------------
 
@@ -800,11 +1018,12 @@ class RatchetTree:
             the parent's subtree, or a non-blank node between the leaf and the parent does not
             list it too.
         """
-        for index in range(1, len(self._nodes), 2):
-            parent_node = self._nodes[index]
-            if not isinstance(parent_node, ParentNode):
+        nodes = self._nodes
+        # Most parents list no unmerged leaf; the slice skips them in C.
+        for position, parent_node in enumerate(nodes[1::2]):
+            if not isinstance(parent_node, ParentNode) or not parent_node.unmerged_leaves:
                 continue
-            parent = NodeIndex(index)
+            parent = NodeIndex(2 * position + 1)
             unmerged = parent_node.unmerged_leaves
             # RFC 9420 §7.1: "The entries in the unmerged_leaves vector MUST
             # be sorted in increasing order."
@@ -819,14 +1038,14 @@ class RatchetTree:
                         f"unmerged leaf {u} of node {parent} is not in its subtree"
                     )
                 leaf_node_index = leaf_to_node(LeafIndex(u))
-                if self._nodes[leaf_node_index] is None:
+                if nodes[leaf_node_index] is None:
                     raise InvalidUnmergedLeaves(f"unmerged leaf {u} of node {parent} is blank")
                 # RFC 9420 §12.4.3.1: "Verify that every non-blank intermediate
                 # node between the leaf node and the parent node also has an
                 # entry for the leaf node in its unmerged_leaves."
                 between = parent_of(leaf_node_index, self._n_leaves)
                 while between != parent:
-                    value = self._nodes[between]
+                    value = nodes[between]
                     if isinstance(value, ParentNode) and u not in value.unmerged_leaves:
                         raise InvalidUnmergedLeaves(
                             f"node {between} lies between unmerged leaf {u} and node {parent} "
@@ -840,6 +1059,13 @@ class RatchetTree:
 
         :raises DuplicateKey: naming the two nodes that share a key.
         """
+        # The tree counts every key it holds (see _write): if every count is
+        # one, as in any valid tree, there is nothing to find, and only a tree
+        # with a duplicate is scanned, to name the first pair.
+        if len(self._encryption_keys) == sum(self._encryption_keys.values()) and len(
+            self._signature_keys
+        ) == sum(self._signature_keys.values()):
+            return
         seen_encryption: dict[bytes, int] = {}
         seen_signature: dict[bytes, int] = {}
         for index, value in enumerate(self._nodes):
@@ -912,6 +1138,8 @@ class RatchetTree:
         grow = node_count(self._n_leaves) - len(self._nodes)
         self._nodes.extend([None] * grow)
         self._hashes.extend([None] * grow)
+        # The new half has no hash yet: fill it level by level when needed.
+        self._cold = True
         for i in range(old, self._n_leaves):
             heapq.heappush(self._blank_leaves, i)
 

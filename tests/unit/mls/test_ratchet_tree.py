@@ -24,7 +24,16 @@ from townsquare.mls.errors import (
 )
 from townsquare.mls.group_context import GroupContext
 from townsquare.mls.leaf_node import Capabilities, LeafNode, Lifetime
-from townsquare.mls.ratchet_tree import Node, ParentNode, RatchetTree, RatchetTreeNodes
+from townsquare.mls.ratchet_tree import (
+    TREE_HASH_INPUT,
+    LeafNodeHashInput,
+    Node,
+    ParentHashInput,
+    ParentNode,
+    ParentNodeHashInput,
+    RatchetTree,
+    RatchetTreeNodes,
+)
 from townsquare.mls.registries import LeafNodeSource
 from townsquare.mls.tree_math import LeafIndex, NodeIndex
 from townsquare.mls.treekem import TreeKEMPrivate, create_update_path, process_update_path
@@ -216,6 +225,92 @@ def test_resolution_follows_blanks_and_unmerged_leaves(tree: RatchetTree) -> Non
     assert tree.resolution(NodeIndex(9)) == (9,)
 
 
+def reference_tree_hash(nodes: list[Node | None], node: int, level: int) -> bytes:
+    # RFC 9420 §7.8 straight from the structs, recursively, for comparison.
+    value = nodes[node]
+    if level == 0:
+        assert value is None or isinstance(value, LeafNode)
+        hash_input = TREE_HASH_INPUT.encode(
+            LeafNodeHashInput(leaf_index=node // 2, leaf_node=value)
+        )
+    else:
+        assert value is None or isinstance(value, ParentNode)
+        half = 1 << (level - 1)
+        hash_input = TREE_HASH_INPUT.encode(
+            ParentNodeHashInput(
+                parent_node=value,
+                left_hash=reference_tree_hash(nodes, node - half, level - 1),
+                right_hash=reference_tree_hash(nodes, node + half, level - 1),
+            )
+        )
+    return SUITE.hash(hash_input)
+
+
+def padded_nodes(tree: RatchetTree) -> list[Node | None]:
+    return [tree.node(NodeIndex(i)) for i in range(tree.node_width)]
+
+
+def node_level(node: int) -> int:
+    return (node ^ (node + 1)).bit_length() - 1
+
+
+def with_joiners(tree: RatchetTree, *names: bytes) -> RatchetTree:
+    for name in names:
+        tree.add_leaf(key_package_leaf(name)[0])
+    return tree
+
+
+def test_tree_hashes_match_the_hash_input_structs(tree: RatchetTree) -> None:
+    # Leaves 6 and 7 join: node 7 lists them as unmerged, nodes 11 and 13 stay blank.
+    with_joiners(tree, b"j1", b"j2")
+    fresh = RatchetTree.decode(SUITE, tree.encode())
+    nodes = padded_nodes(fresh)
+    for index in range(fresh.node_width):
+        expected = reference_tree_hash(nodes, index, node_level(index))
+        assert fresh.tree_hash(NodeIndex(index)) == expected, index
+        assert tree.tree_hash(NodeIndex(index)) == expected, index
+
+
+def test_parent_hashes_match_the_parent_hash_input_struct(tree: RatchetTree) -> None:
+    # RFC 9420 §7.9: the original sibling tree hash is the sibling's tree hash
+    # with P's unmerged leaves blanked and taken out of every unmerged_leaves.
+    with_joiners(tree, b"j1", b"j2")
+    for index in range(1, tree.node_width, 2):
+        parent_node = tree.parent_node(NodeIndex(index))
+        if parent_node is None:
+            continue
+        removed = set(parent_node.unmerged_leaves)
+        original = padded_nodes(tree)
+        for i, value in enumerate(original):
+            if i % 2 == 0 and i // 2 in removed:
+                original[i] = None
+            elif isinstance(value, ParentNode):
+                kept = tuple(u for u in value.unmerged_leaves if u not in removed)
+                original[i] = replace(value, unmerged_leaves=kept)
+        half = 1 << (node_level(index) - 1)
+        for sibling in (index - half, index + half):
+            expected = SUITE.hash(
+                ParentHashInput(
+                    encryption_key=parent_node.encryption_key,
+                    parent_hash=parent_node.parent_hash,
+                    original_sibling_tree_hash=reference_tree_hash(
+                        original, sibling, node_level(sibling)
+                    ),
+                ).encode()
+            )
+            assert tree.parent_hash(NodeIndex(index), NodeIndex(sibling)) == expected
+
+
+def test_hashes_of_an_extended_tree_match_a_fresh_computation(tree: RatchetTree) -> None:
+    # Three joiners fill leaves 6 and 7, then double the tree to 16 leaves.
+    tree.root_tree_hash()
+    with_joiners(tree, b"j1", b"j2", b"j3")
+    assert tree.leaf_count == 16
+    fresh = RatchetTree.decode(SUITE, tree.encode())
+    for index in range(tree.node_width):
+        assert tree.tree_hash(NodeIndex(index)) == fresh.tree_hash(NodeIndex(index)), index
+
+
 def test_cached_hashes_match_a_fresh_computation_after_each_mutation(tree: RatchetTree) -> None:
     tree.root_tree_hash()
     new_leaf, _, _ = key_package_leaf(b"joiner")
@@ -270,6 +365,19 @@ def test_unlinked_parent_is_rejected(tree: RatchetTree) -> None:
         bad.verify_parent_hashes()
 
 
+def test_link_through_a_blank_child_needs_the_rest_of_its_resolution_unmerged(
+    tree: RatchetTree,
+) -> None:
+    # Leaf 4's commit set node 9 and then node 7 through the blank node 11, so
+    # node 9 links to node 7. Node 7 now also lists leaf 6, which is under 11
+    # but not in its resolution (9): the parent hash still matches (the
+    # sibling, 3, holds no leaf 6), but the unmerged leaves do not (§7.9.2).
+    tree.verify_parent_hashes()
+    bad = with_node(tree, 7, replace(parent_at(tree, 7), unmerged_leaves=(6,)))
+    with pytest.raises(ParentHashMismatch, match=r"node 7 .*\(0 descendants"):
+        bad.verify_parent_hashes()
+
+
 def test_tampered_leaf_signature_is_rejected(tree: RatchetTree) -> None:
     leaf = tree.leaf(LeafIndex(2))
     assert leaf is not None
@@ -296,6 +404,35 @@ def test_unsorted_unmerged_leaves_are_rejected(tree: RatchetTree) -> None:
     bad = with_node(tree, 7, replace(parent, unmerged_leaves=(7, 6)))
     with pytest.raises(InvalidUnmergedLeaves, match="sorted"):
         bad.verify_unmerged_leaves()
+
+
+def test_tree_with_unmerged_leaves_passes_every_check(tree: RatchetTree) -> None:
+    with_joiners(tree, b"j1", b"j2")
+    RatchetTree.decode(SUITE, tree.encode()).verify(GROUP_ID)
+
+
+@pytest.mark.parametrize("leaf", [8, 0xFFFFFFFF], ids=["first-past-the-end", "uint32-max"])
+def test_unmerged_leaf_outside_the_tree_is_rejected_when_decoding(
+    tree: RatchetTree, leaf: int
+) -> None:
+    # Found by fuzzing (fuzz/crashers/ratchet_tree/unmerged-leaf-outside-tree):
+    # resolutions and parent hashes indexed the node array with the entry and
+    # raised IndexError. The tree has 8 leaves; node 1 now lists one past them.
+    nodes = nodes_of(tree)
+    nodes[1] = replace(parent_at(tree, 1), unmerged_leaves=(leaf,))
+    encoded = RatchetTreeNodes(tuple(nodes)).encode()
+    with pytest.raises(InvalidUnmergedLeaves) as raised:
+        RatchetTree.decode(SUITE, encoded)
+    assert type(raised.value) is InvalidUnmergedLeaves
+    assert str(raised.value) == f"unmerged leaf {leaf} of node 1 is outside the tree (8 leaves)"
+
+
+def test_negative_unmerged_leaf_is_rejected(tree: RatchetTree) -> None:
+    # Not encodable, but a list index all the same: -1 would name the last leaf.
+    nodes = nodes_of(tree)
+    nodes[1] = replace(parent_at(tree, 1), unmerged_leaves=(-1,))
+    with pytest.raises(InvalidUnmergedLeaves, match="unmerged leaf -1 of node 1 is outside"):
+        RatchetTree(SUITE, nodes)
 
 
 def test_unmerged_leaf_outside_the_subtree_is_rejected(tree: RatchetTree) -> None:
