@@ -303,6 +303,15 @@ class Convergence(RuleBasedStateMachine):
             assert member.group.tree_hash == first.tree_hash
             assert member.group.epoch_authenticator == first.epoch_authenticator
         assert len(first.members()) == len(self.members)
+        # The tree's running credential census equals a scan of its leaves.
+        leaves = [member.leaf_node for member in first.members()]
+        in_use = frozenset(
+            1 if isinstance(leaf.credential, BasicCredential) else 2 for leaf in leaves
+        )
+        supported = frozenset.intersection(
+            *(frozenset(leaf.capabilities.credentials) for leaf in leaves)
+        )
+        assert first.tree.credential_census() == (in_use, supported)
 
 
 TestConvergence = Convergence.TestCase

@@ -65,7 +65,6 @@ from townsquare.mls.proposals import (
 )
 from townsquare.mls.psk import PreSharedKeyID
 from townsquare.mls.registries import (
-    CredentialType,
     ExtensionType,
     LeafNodeSource,
     ProposalType,
@@ -150,17 +149,9 @@ def required_capabilities(extensions: Sequence[Extension]) -> RequiredCapabiliti
 def credential_types(tree: RatchetTree) -> tuple[frozenset[int], frozenset[int] | None]:
     """
     :returns: the credential types members use, and those every member supports
-        (``None`` for an empty tree).
+        (``None`` for an empty tree), from the tree's running census.
     """
-    in_use: set[int] = set()
-    supported: set[int] | None = None
-    for _, leaf in tree.leaves():
-        in_use.add(
-            CredentialType.BASIC if leaf.credential.__class__.__name__ == "BasicCredential" else 2
-        )
-        listed = set(leaf.capabilities.credentials)
-        supported = listed if supported is None else supported & listed
-    return frozenset(in_use), None if supported is None else frozenset(supported)
+    return tree.credential_census()
 
 
 def _leaf_of(sender: Sender) -> LeafIndex | None:

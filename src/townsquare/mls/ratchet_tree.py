@@ -54,7 +54,7 @@ import hmac
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from townsquare.mls.codec import (
     U8,
@@ -66,6 +66,7 @@ from townsquare.mls.codec import (
     Vector,
     encode_opaque,
 )
+from townsquare.mls.credentials import BasicCredential
 from townsquare.mls.errors import (
     DuplicateKey,
     InvalidSignature,
@@ -76,7 +77,7 @@ from townsquare.mls.errors import (
     UsageError,
 )
 from townsquare.mls.leaf_node import LeafNode
-from townsquare.mls.registries import NodeType
+from townsquare.mls.registries import CredentialType, NodeType
 from townsquare.mls.tree_math import (
     LeafIndex,
     NodeIndex,
@@ -317,7 +318,18 @@ def _leaf_span(node: NodeIndex) -> tuple[int, int]:
     return (node - half) // 2, (node + half) // 2
 
 
-def _count(counts: dict[bytes, int], key: bytes, delta: int) -> None:
+_K = TypeVar("_K", bytes, int, tuple[int, ...])
+
+
+def _credential_type(leaf: LeafNode) -> int:
+    return int(
+        CredentialType.BASIC
+        if isinstance(leaf.credential, BasicCredential)
+        else CredentialType.X509
+    )
+
+
+def _count(counts: dict[_K, int], key: _K, delta: int) -> None:
     remaining = counts.get(key, 0) + delta
     if remaining:
         counts[key] = remaining
@@ -347,6 +359,8 @@ class RatchetTree:
         "_change_token",
         "_changed",
         "_cold",
+        "_credential_lists",
+        "_credential_types",
         "_encryption_keys",
         "_hashes",
         "_n_leaves",
@@ -373,6 +387,11 @@ class RatchetTree:
     # so that a commit checks its new keys for reuse in O(1) each.
     _encryption_keys: dict[bytes, int]
     _signature_keys: dict[bytes, int]
+    # How many leaves use each credential type, and list each set of
+    # supported credential types: what RFC 9420 §7.3's credential checks need,
+    # kept up to date by _write so that a commit never scans every leaf.
+    _credential_types: dict[int, int]
+    _credential_lists: dict[tuple[int, ...], int]
     # Which nodes were written since track_changes() returned _change_token
     # (None: changes are not tracked), so that persistence writes only those.
     _change_token: object | None
@@ -407,6 +426,8 @@ class RatchetTree:
         # do node by node).
         encryption_keys: dict[bytes, int] = {}
         signature_keys: dict[bytes, int] = {}
+        credential_types: dict[int, int] = {}
+        credential_lists: dict[tuple[int, ...], int] = {}
         for index, node in enumerate(nodes):
             if node is None:
                 continue
@@ -415,6 +436,10 @@ class RatchetTree:
                 if not isinstance(node, LeafNode):
                     raise InvalidTreeShape(f"node {index} is a leaf slot but holds a parent node")
                 signature_keys[node.signature_key] = signature_keys.get(node.signature_key, 0) + 1
+                kind = _credential_type(node)
+                credential_types[kind] = credential_types.get(kind, 0) + 1
+                listed = node.capabilities.credentials
+                credential_lists[listed] = credential_lists.get(listed, 0) + 1
             else:
                 if not isinstance(node, ParentNode):
                     raise InvalidTreeShape(f"node {index} is a parent slot but holds a leaf node")
@@ -436,6 +461,8 @@ class RatchetTree:
         self._blank_leaves = [i for i, leaf in enumerate(padded[0::2]) if leaf is None]
         self._encryption_keys = encryption_keys
         self._signature_keys = signature_keys
+        self._credential_types = credential_types
+        self._credential_lists = credential_lists
         self._change_token = None
         self._changed = None
 
@@ -480,6 +507,8 @@ class RatchetTree:
         other._blank_leaves = self._blank_leaves.copy()
         other._encryption_keys = self._encryption_keys.copy()
         other._signature_keys = self._signature_keys.copy()
+        other._credential_types = self._credential_types.copy()
+        other._credential_lists = self._credential_lists.copy()
         other._change_token = self._change_token
         other._changed = None if self._changed is None else self._changed.copy()
         return other
@@ -524,10 +553,14 @@ class RatchetTree:
             _count(self._encryption_keys, old.encryption_key, -1)
             if isinstance(old, LeafNode):
                 _count(self._signature_keys, old.signature_key, -1)
+                _count(self._credential_types, _credential_type(old), -1)
+                _count(self._credential_lists, old.capabilities.credentials, -1)
         if node is not None:
             _count(self._encryption_keys, node.encryption_key, 1)
             if isinstance(node, LeafNode):
                 _count(self._signature_keys, node.signature_key, 1)
+                _count(self._credential_types, _credential_type(node), 1)
+                _count(self._credential_lists, node.capabilities.credentials, 1)
         self._nodes[index] = node
 
     def __repr__(self) -> str:
@@ -645,6 +678,17 @@ class RatchetTree:
         :returns: whether any node, leaf or parent, holds this HPKE public key (O(1)).
         """
         return encryption_key in self._encryption_keys
+
+    def credential_census(self) -> tuple[frozenset[int], frozenset[int] | None]:
+        """
+        :returns: the credential types the members use, and those every member supports
+            (``None`` for a tree with no member), in O(distinct capability lists).
+        """
+        in_use = frozenset(self._credential_types)
+        supported: set[int] | None = None
+        for listed in self._credential_lists:
+            supported = set(listed) if supported is None else supported & set(listed)
+        return in_use, None if supported is None else frozenset(supported)
 
     def has_signature_key(self, signature_key: bytes) -> bool:
         """
