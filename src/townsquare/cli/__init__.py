@@ -1,19 +1,27 @@
 """
 The ``townsquare`` command.
 
-``townsquare serve`` runs a relay; the member commands (``init``, ``group``,
-``invite``, ``join``, ``send``, ``sync``, ...) join as the client SDK lands.
-Each subcommand lives in its own module with an ``add_parser`` function that
-registers it and a ``run`` function that returns the exit status.
+``townsquare serve`` runs a relay; the member commands (``init``, ``whoami``,
+``group create``, ``add``, ``send``, ``sync``, ``messages``, ``members``,
+``remove``, ``leave``; ``invite`` and ``join`` say they are not available
+yet) drive the client SDK on a device's home folder, given as ``--home DIR``
+before the command. Each subcommand module has an ``add_parser(s)``
+function that registers it and ``run`` functions that return the exit
+status. Expected failures print one line on stderr and exit non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import sys
 from collections.abc import Sequence
 
 from townsquare import __version__
-from townsquare.cli import serve
+from townsquare.cli import member, serve
+from townsquare.cli.session import CommandError, error
+from townsquare.client.driver import HOME_ENVIRONMENT_VARIABLE
+from townsquare.client.errors import ClientError
 
 __all__ = ["main"]
 
@@ -24,9 +32,61 @@ def _parser() -> argparse.ArgumentParser:
         description="Group chat that a community owns: end-to-end encrypted village groups.",
     )
     parser.add_argument("--version", action="version", version=f"townsquare {__version__}")
+    parser.add_argument(
+        "--home",
+        default=None,
+        metavar="DIR",
+        help=f"this device's folder (default: ${HOME_ENVIRONMENT_VARIABLE}, else ~/.townsquare)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_parser(commands)
+    member.add_parsers(commands)
     return parser
+
+
+# The member commands' options; every other argument is a positional one.
+_FLAGS = frozenset({"--json", "--all", "-h", "--help"})
+_VALUED = ("--timeout", "--relay", "--name")
+_GLOBAL_VALUED = ("--home",)
+
+
+def _positionals_last(argv: list[str]) -> list[str]:
+    """
+    Put a member command's options first and its positional arguments after ``--``.
+
+    Ids are base64url, and one in 32 starts with ``-``: argparse would take
+    ``-Zk3…`` for an option. After ``--`` it is an argument, whatever it looks
+    like (a text may start with ``-`` too). ``serve`` is left as it is.
+    """
+    head: list[str] = []
+    rest = iter(argv)
+    for token in rest:
+        head.append(token)
+        if token in _GLOBAL_VALUED:
+            head.append(next(rest, ""))
+        elif not token.startswith("-"):
+            break
+    else:
+        return argv
+    if head[-1] not in member.COMMANDS:
+        return argv
+    if head[-1] == "group":
+        sub = next(rest, None)
+        if sub is None:
+            return argv
+        head.append(sub)
+    options: list[str] = []
+    positionals: list[str] = []
+    for token in rest:
+        if token == "--":  # noqa: S105 - not a password
+            positionals.extend(rest)
+        elif token in _FLAGS or token.startswith(tuple(f"{v}=" for v in _VALUED)):
+            options.append(token)
+        elif token in _VALUED:
+            options.extend((token, next(rest, "")))
+        else:
+            positionals.append(token)
+    return [*head, *options, *(["--", *positionals] if positionals else [])]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,8 +94,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     Run the ``townsquare`` command.
 
     :param argv: the arguments after the program name (default: ``sys.argv[1:]``).
-    :returns: the exit status.
+    :returns: the exit status: 0, 1 for an error, 2 for a usage error (or a command
+        that is not available yet), 130 when interrupted.
     """
-    args = _parser().parse_args(argv)
-    status: int = args.run(args)
+    args = _parser().parse_args(_positionals_last(list(sys.argv[1:] if argv is None else argv)))
+    if args.command == "serve":
+        # The relay handles its own signals and errors, as it always has.
+        served: int = args.run(args)
+        return served
+    for stream in (sys.stdout, sys.stderr):
+        # Names and messages are any Unicode; a terminal that cannot show a
+        # character gets an escape, not a traceback.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        status: int = args.run(args)
+    except CommandError as exc:
+        error(str(exc))
+        return exc.status
+    except ClientError as exc:
+        error(str(exc) or type(exc).__name__)
+        return 1
+    except OSError as exc:
+        error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
     return status

@@ -1,0 +1,411 @@
+"""
+The member commands: ``init``, ``whoami``, ``group``, ``send``, ``sync``, ``messages``, ...
+
+Each opens the home (``--home``, else ``$TOWNSQUARE_HOME``, else
+``~/.townsquare``), does one thing through the client SDK, and, when it
+changed something, syncs with the relay. Ids on the command line and in
+``--json`` output are unpadded base64url, as the SDK and the relay write
+them: a group's id, a member's id (its device key), an account key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from townsquare.cli.session import (
+    CommandError,
+    Session,
+    decode_id,
+    encode_id,
+    error,
+    open_local,
+    open_online,
+    out,
+    print_json,
+)
+from townsquare.client.core.client import Client
+from townsquare.client.core.events import (
+    GroupJoined,
+    MessageReceived,
+    RemovedFromGroup,
+)
+from townsquare.client.core.messages import StoredMessage
+
+__all__ = ["COMMANDS", "DEFAULT_TIMEOUT_SECONDS", "INVITES_UNAVAILABLE", "add_parsers"]
+
+#: The member commands (``group`` has subcommands).
+COMMANDS = frozenset(
+    {
+        "init",
+        "whoami",
+        "groups",
+        "group",
+        "add",
+        "send",
+        "sync",
+        "messages",
+        "members",
+        "remove",
+        "leave",
+        "invite",
+        "join",
+    }
+)
+#: The most a command waits for the relay to finish a sync, in seconds.
+DEFAULT_TIMEOUT_SECONDS = 30.0
+INVITES_UNAVAILABLE = "not available yet: invites are not implemented on the relay"
+# Kinds ``messages`` leaves out unless ``--all``: bookkeeping, not conversation.
+_HIDDEN_KINDS = frozenset({"profile", "group_title"})
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _sync_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"the most to wait for the relay (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+
+
+_Command = Callable[[argparse.Namespace], int]
+
+
+def _online(run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> _Command:
+    def sync_run(args: argparse.Namespace) -> int:
+        return asyncio.run(run(args))
+
+    return sync_run
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """
+    Register the member commands on the command's subparsers.
+    """
+    p = commands.add_parser(
+        "init", help="create this device's account and register it with a relay"
+    )
+    p.add_argument("--relay", required=True, metavar="URL", help="http(s)://host[:port]")
+    p.add_argument("--name", required=True, help="the display name shown in your groups")
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_init))
+
+    p = commands.add_parser("whoami", help="show this device's account key, device key and name")
+    _json_flag(p)
+    p.set_defaults(run=_whoami)
+
+    p = commands.add_parser("groups", help="list the groups on this device")
+    _json_flag(p)
+    p.set_defaults(run=_groups)
+
+    p = commands.add_parser("group", help="create groups")
+    group_commands = p.add_subparsers(dest="group_command", required=True, metavar="COMMAND")
+    p = group_commands.add_parser("create", help="create a group with you as its only member")
+    p.add_argument("title", metavar="TITLE")
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_group_create))
+
+    p = commands.add_parser("add", help="add members to a group by their account keys")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("accounts", metavar="ACCOUNT_KEY", nargs="+")
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_add))
+
+    p = commands.add_parser("send", help="send a text message to a group")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("text", metavar="TEXT")
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_send))
+
+    p = commands.add_parser("sync", help="send the outbox, fetch and process everything pending")
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_sync))
+
+    p = commands.add_parser("messages", help="show a group's messages, oldest first")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--all", action="store_true", help="include profile and title messages")
+    _json_flag(p)
+    p.set_defaults(run=_messages)
+
+    p = commands.add_parser("members", help="show a group's members")
+    p.add_argument("group", metavar="GROUP")
+    _json_flag(p)
+    p.set_defaults(run=_members)
+
+    p = commands.add_parser("remove", help="remove a member (by member id) from a group")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("member", metavar="MEMBER_ID")
+    _sync_flags(p)
+    p.set_defaults(run=_online(_remove))
+
+    p = commands.add_parser("leave", help="leave a group")
+    p.add_argument("group", metavar="GROUP")
+    _sync_flags(p)
+    p.set_defaults(run=_online(_leave))
+
+    p = commands.add_parser("invite", help="make an invite link (not available yet)")
+    p.add_argument("group", metavar="GROUP")
+    _json_flag(p)
+    p.set_defaults(run=_unavailable)
+
+    p = commands.add_parser("join", help="join a group by an invite link (not available yet)")
+    p.add_argument("link", metavar="LINK")
+    _json_flag(p)
+    p.set_defaults(run=_unavailable)
+
+
+# -- Commands ------------------------------------------------------------------------------
+
+
+def _unavailable(args: argparse.Namespace) -> int:
+    del args
+    raise CommandError(INVITES_UNAVAILABLE, status=2)
+
+
+def _identity(client: Client) -> dict[str, Any]:
+    device = client.device
+    if device is None:  # pragma: no cover - open_local and init guarantee one
+        raise CommandError("no device")
+    return {
+        "account_key": encode_id(device.account_key),
+        "device_key": encode_id(device.device_key),
+        "name": client.display_name,
+        "registered": client.registered,
+    }
+
+
+async def _init(args: argparse.Namespace) -> int:
+    async with open_online(args.home, timeout=args.timeout, relay=args.relay, create=True) as s:
+        s.driver.initialize(display_name=args.name)
+        done = await s.sync()
+        _fail_on(s)
+        identity = {**_identity(s.client), "relay": s.relay}
+    if args.json:
+        print_json(identity)
+    else:
+        out(f"Welcome, {args.name}! This device is ready.")
+        out(f"  account key: {identity['account_key']}   (others add you with it)")
+        out(f"  device key:  {identity['device_key']}")
+        out(f"  relay:       {identity['relay']}")
+        if not done:
+            out("  not registered yet: run `townsquare sync` when the relay answers")
+    return 0
+
+
+def _whoami(args: argparse.Namespace) -> int:
+    with open_local(args.home) as client:
+        identity = _identity(client)
+    if args.json:
+        print_json(identity)
+    else:
+        out(f"name:        {identity['name'] or '(none)'}")
+        out(f"account key: {identity['account_key']}")
+        out(f"device key:  {identity['device_key']}")
+    return 0
+
+
+def _groups(args: argparse.Namespace) -> int:
+    rows = []
+    with open_local(args.home) as client:
+        for group_id in client.group_ids():
+            summary = client.group(group_id)
+            rows.append(
+                {
+                    "group_id": encode_id(group_id),
+                    "title": summary.title,
+                    "status": summary.status.name.lower(),
+                    "members": summary.members,
+                }
+            )
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        out("No groups yet.")
+    else:
+        for row in rows:
+            out(f"{row['title'] or '(untitled)'}  {row['group_id']}  [{row['status']}]")
+    return 0
+
+
+async def _group_create(args: argparse.Namespace) -> int:
+    async with open_online(args.home, timeout=args.timeout) as s:
+        group_id = s.driver.create_group(title=args.title)
+        await s.sync()
+        _fail_on(s)
+    if args.json:
+        print_json({"group_id": encode_id(group_id)})
+    else:
+        out(f"Created {args.title}: {encode_id(group_id)}")
+    return 0
+
+
+async def _add(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    accounts = [decode_id(a, "ACCOUNT_KEY") for a in args.accounts]
+    async with open_online(args.home, timeout=args.timeout) as s:
+        before = {m.device_key for m in s.client.members(group_id)}
+        s.driver.add_members(group_id, accounts)
+        done = await s.sync()
+        _fail_on(s)
+        added = [m for m in s.client.members(group_id) if m.device_key not in before]
+    if args.json:
+        print_json(
+            {
+                "added": [encode_id(m.device_key) for m in added],
+                "state": "done" if done else "queued",
+            }
+        )
+    elif done:
+        out(f"Added {len(added)} device(s).")
+    else:
+        out("Queued: the members are added at the next sync.")
+    return 0
+
+
+async def _send(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        message_id = s.driver.send_text(group_id, args.text)
+        await s.sync()
+        _fail_on(s)
+        state = s.client.message_state(group_id, message_id) or "queued"
+    if args.json:
+        print_json({"message_id": encode_id(message_id), "state": state})
+    elif state == "sent":
+        out("Sent.")
+    else:
+        out("Queued: `townsquare sync` sends it when the relay answers.")
+    return 0
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    async with open_online(args.home, timeout=args.timeout) as s:
+        done = await s.sync()
+        s.drain()
+        received = sum(isinstance(e, MessageReceived) for e in s.events)
+        joined = [encode_id(e.group_id) for e in s.events if isinstance(e, GroupJoined)]
+        removed = [e for e in s.events if isinstance(e, RemovedFromGroup)]
+        queued = sum(s.client.group(g).outbox for g in s.client.group_ids())
+        failures = s.failures()
+    for line in failures:
+        error(line)
+    if args.json:
+        print_json(
+            {
+                "synced": done,
+                "received": received,
+                "joined": joined,
+                "removed": [encode_id(e.group_id) for e in removed],
+                "queued": queued,
+            }
+        )
+    else:
+        for group_id in joined:
+            out(f"Joined group {group_id}.")
+        for event in removed:
+            verb = "Left" if event.left else "Removed from"
+            out(f"{verb} group {encode_id(event.group_id)}.")
+        if done:
+            out(f"Synced: {received} new message(s).")
+        elif queued:
+            out(f"Not synced: {queued} item(s) wait in the outbox.")
+    return 1 if failures else 0
+
+
+def _message_json(message: StoredMessage) -> dict[str, Any]:
+    sent_at = message.sent_at
+    return {
+        "id": None if message.message_id is None else encode_id(message.message_id),
+        "seq": message.seq,
+        "sender": encode_id(message.sender),
+        "sender_name": message.sender_name,
+        "own": message.own,
+        "type": message.kind,
+        "text": message.text,
+        "sent_at": None if sent_at is None else _iso(sent_at),
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _messages(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    with open_local(args.home) as client:
+        messages = [m for m in client.messages(group_id) if args.all or m.kind not in _HIDDEN_KINDS]
+    if args.json:
+        print_json([_message_json(m) for m in messages])
+        return 0
+    if not messages:
+        out("No messages yet.")
+    for m in messages:
+        when = "" if m.sent_at is None else f"{m.sent_at.astimezone(UTC):%Y-%m-%d %H:%M} "
+        name = m.sender_name or encode_id(m.sender)[:8]
+        body = m.text if m.text is not None else f"({m.kind})"
+        out(f"{when}{name}{' (you)' if m.own else ''}: {body}")
+    return 0
+
+
+def _members(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    with open_local(args.home) as client:
+        members = client.members(group_id)
+    rows = [
+        {"id": encode_id(m.device_key), "name": m.display_name, "self": m.is_self} for m in members
+    ]
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            you = " (you)" if row["self"] else ""
+            out(f"{row['name'] or '(no name yet)'}{you}  {row['id']}")
+    return 0
+
+
+async def _remove(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    member = decode_id(args.member, "MEMBER_ID")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        s.driver.remove_member(group_id, member)
+        done = await s.sync()
+        _fail_on(s)
+    out("Removed." if done else "Queued: the removal is sent at the next sync.")
+    return 0
+
+
+async def _leave(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        s.driver.leave(group_id)
+        await s.sync()
+        _fail_on(s)
+        closed = s.client.group(group_id).status.closed
+    if closed:
+        out("Left the group.")
+    else:
+        out("Leaving: the next member online completes it.")
+    return 0
+
+
+# -- Helpers -------------------------------------------------------------------------------
+
+
+def _fail_on(session: Session) -> None:
+    session.drain()
+    failures = session.failures()
+    if failures:
+        raise CommandError("; ".join(failures))

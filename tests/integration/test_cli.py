@@ -1,0 +1,164 @@
+"""
+The member commands of ``townsquare`` against the real ``townsquare serve``.
+
+Three profiles (home folders) run the CLI as subprocesses, exactly as a
+person or a script would: ``init``, ``group create``, ``add`` by account
+key, ``send`` in Chinese and English, ``sync``, ``messages --json``,
+``members --json``, ``remove``, ``leave``; and ``send`` while the relay is
+stopped (queued, exit 0), then ``sync`` after it is back (delivered once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+COMMAND_TIMEOUT_SECONDS = 60.0
+
+
+class Profile:
+    """One home folder, driven through ``python -m townsquare.cli --home DIR ...``."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def run(self, *args: str, status: int = 0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "townsquare.cli", "--home", str(self.home), *args],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+            check=False,
+        )
+        assert result.returncode == status, (args, result.returncode, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def texts(self, group: str) -> list[tuple[str, str]]:
+        messages = self.json("messages", group)
+        for message in messages:
+            assert message["type"] == "text"
+            assert message["sent_at"].endswith("Z")
+            assert message["id"]
+            assert message["sender"]
+        ids = [m["id"] for m in messages]
+        assert len(ids) == len(set(ids)), "a message shows twice"
+        return [(m["sender_name"], m["text"]) for m in messages]
+
+
+def profiles(base: Path, relay: str, *names: str) -> list[Profile]:
+    out = []
+    for index, name in enumerate(names):
+        profile = Profile(base / f"home{index}")
+        identity = profile.json("init", "--relay", relay, "--name", name)
+        assert identity["name"] == name
+        assert identity["registered"] is True
+        assert profile.json("whoami")["account_key"] == identity["account_key"]
+        out.append(profile)
+    return out
+
+
+def test_three_profiles_talk_remove_and_leave(relay_process: Any, tmp_path: Path) -> None:
+    wang, li, bob = profiles(tmp_path, relay_process.url, "王阿姨", "李叔", "Bob")
+    group = wang.json("group", "create", "王家村")["group_id"]
+    keys = [p.json("whoami")["account_key"] for p in (li, bob)]
+    wang.run("add", group, *keys)
+    for profile in (li, bob):
+        assert "Joined group" in profile.run("sync").stdout
+    wang.run("sync")  # The newcomers' names arrive as Profile messages.
+    names = {m["name"] for m in wang.json("members", group)}
+    assert names == {"王阿姨", "李叔", "Bob"}
+
+    said = [
+        (wang, "明天上午九点在村委会开会"),
+        (li, "好的，我会带茶叶"),
+        (bob, "I'll bring the chairs"),
+        (wang, "Thanks, everyone!"),
+        (bob, "再见 see you"),
+    ]
+    for profile, text in said:
+        answer = profile.json("send", group, text)
+        assert answer["state"] == "sent"
+        assert answer["message_id"]
+    # Two members send at the same moment, as separate processes.
+    together = [(li, "同时发送 one"), (bob, "at the same time two")]
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "townsquare.cli", "--home", str(p.home), "send", group, text],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for p, text in together
+    ]
+    for process in running:
+        assert process.wait(timeout=COMMAND_TIMEOUT_SECONDS) == 0
+        assert process.stderr is not None
+        process.stderr.close()
+    for profile in (wang, li, bob):
+        profile.run("sync")
+    name_of = {wang: "王阿姨", li: "李叔", bob: "Bob"}
+    expected = [(name_of[p], text) for p, text in said]
+    concurrent = wang.texts(group)[len(expected) :]
+    assert sorted(concurrent) == sorted((name_of[p], text) for p, text in together)
+    expected += concurrent
+    for profile in (wang, li, bob):
+        assert profile.texts(group) == expected
+    human = li.run("messages", group).stdout
+    assert "王阿姨: 明天上午九点在村委会开会" in human
+
+    # Remove Bob: he sees nothing sent after it.
+    bob_id = next(m["id"] for m in wang.json("members", group) if m["name"] == "Bob")
+    wang.run("remove", group, bob_id)
+    wang.json("send", group, "Bob 不在了")
+    li.run("sync")
+    li.json("send", group, "收到")
+    assert "Removed from group" in bob.run("sync").stdout
+    assert bob.texts(group) == expected
+    bob.run("send", group, "still here?", status=1)
+    expected += [("王阿姨", "Bob 不在了"), ("李叔", "收到")]
+
+    # 李叔 leaves: the proposal is committed by 王阿姨's next sync.
+    assert "Leaving" in li.run("leave", group).stdout
+    wang.run("sync")
+    assert "Left group" in li.run("sync").stdout
+    wang.json("send", group, "after 李叔 left")
+    li.run("sync")
+    assert li.texts(group) == expected
+    wang.run("sync")
+    assert wang.texts(group) == [*expected, ("王阿姨", "after 李叔 left")]
+    assert [m["name"] for m in wang.json("members", group)] == ["王阿姨"]
+
+
+def test_send_while_the_relay_is_down_queues(own_relay_process: Any, tmp_path: Path) -> None:
+    relay = own_relay_process
+    wang, li = profiles(tmp_path, relay.url, "王阿姨", "Li")
+    group = wang.json("group", "create", "queue")["group_id"]
+    wang.run("add", group, li.json("whoami")["account_key"])
+    li.run("sync")
+
+    relay.stop()
+    answer = wang.json("send", group, "停电了 offline")
+    assert answer["state"] == "queued"
+    result = wang.run("sync")  # Unreachable is not an error.
+    assert "unreachable" in result.stderr
+
+    # The same port, so the URL stored in the homes stays right.
+    assert relay._start_once()
+    wang.run("sync")
+    li.run("sync")
+    li.run("sync")
+    for profile in (wang, li):
+        assert profile.texts(group) == [("王阿姨", "停电了 offline")]
