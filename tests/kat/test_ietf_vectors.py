@@ -3,8 +3,8 @@ Every case of the IETF MLS interop vectors, one test id per entry (``<file>[<ind
 
 The files come from ``tests/vectors/mls/`` or ``$MLS_TEST_VECTORS``: every
 kind FORMAT.md describes. ``passive-client-random.json`` is not in the shared
-folder; when it is present (or in ``tests/vectors/mls-partial/``, which holds
-the head of it) its cases run too.
+folder; it is kept in ``tests/vectors/mls-extra/`` (see its README), and runs
+here too, as it does when dropped into the vector folder.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ CORE_KINDS = (
     "passive-client-handling-commit",
 )
 
-PARTIAL_DIR = Path(__file__).parent.parent / "vectors" / "mls-partial"
+EXTRA_DIR = Path(__file__).parent.parent / "vectors" / "mls-extra"
 
 VECTOR_DIR = default_vector_dir()
 
@@ -52,8 +52,8 @@ def _core_cases() -> list[VectorCase]:
         path = VECTOR_DIR / f"{kind}.json"
         cases.extend(load_file(path))
     extra = [VECTOR_DIR / "passive-client-random.json"]
-    if PARTIAL_DIR.is_dir():
-        extra.extend(vector_files(PARTIAL_DIR))
+    if EXTRA_DIR.is_dir():
+        extra.extend(vector_files(EXTRA_DIR))
     for path in extra:
         if path.exists():
             cases.extend(load_file(path))
