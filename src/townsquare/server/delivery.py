@@ -34,6 +34,12 @@ Posting a message (``POST /v1/groups/{id}/messages``)::
            ──▶ store atomically (the epoch is checked again inside the transaction)
            ──▶ publish a notice
 
+An external commit (sender ``new_member_commit``) skips the member and sender
+checks: it needs a current invite of the group and the invite key's signature
+over the commit (``docs/protocol.md``, Invites), or must be a member's resync
+of its own leaf; it may remove no other leaf, and its new leaf is the posting
+device's key. The store takes the invite's use in the commit's transaction.
+
 A refused message changes nothing in the store. The public view of each
 group is kept in memory (an LRU of ``Limits.public_group_cache_size``) and
 checked against the store on every handshake: the store's epoch says whether
@@ -49,6 +55,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
+from townsquare import auth
+from townsquare.auth import invites
 from townsquare.mls import errors as mls_errors
 from townsquare.mls.credentials import BasicCredential, Credential
 from townsquare.mls.framing import MemberSender, MLSMessage, NewMemberCommitSender
@@ -76,6 +84,10 @@ from townsquare.server.errors import (
     InvalidNewGroup,
     InvalidProposal,
     InvalidRequest,
+    InviteExpired,
+    InviteNotFound,
+    InviteSignatureInvalid,
+    InviteUsedUp,
     MalformedMLS,
     MessageIdReused,
     MLSRejected,
@@ -93,11 +105,13 @@ from townsquare.server.storage import (
     GroupMember,
     GroupRecord,
     GroupSnapshot,
+    InviteRecord,
     LogEntry,
     LogPage,
     MessageKind,
     NewCommit,
     NewGroup,
+    NewInvite,
     NewMessage,
     PendingWelcome,
     Storage,
@@ -209,6 +223,10 @@ class Post:
     welcome: bytes | None = None
     #: A commit's MLSMessage(GroupInfo) of the new epoch, required with every commit.
     group_info: bytes | None = None
+    #: With an external commit that joins by invite: the invite's key (its id).
+    invite_key: bytes | None = None
+    #: And the invite key's signature over the commit (:mod:`townsquare.auth.invites`).
+    invite_signature: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -362,7 +380,13 @@ class DeliveryService:
         :raises UnknownGroup: if there is no such group.
         :raises NotAMember: if the device is not a member.
         :raises SenderMismatch: if a handshake message is not signed by the device's leaf.
-        :raises ExternalCommitRefused: for an external commit.
+        :raises ExternalCommitRefused: for an external commit that neither carries a
+            current invite nor resyncs the posting member's own leaf, or that removes
+            another member's leaf.
+        :raises InviteNotFound: if the invite is not the group's (or was reset).
+        :raises InviteExpired: if the invite has expired.
+        :raises InviteUsedUp: if its uses are all taken.
+        :raises InviteSignatureInvalid: if the invite key's signature does not verify.
         :raises CommitConflict: if another commit ended the commit's epoch.
         :raises StaleEpoch: if the message is not for the current epoch.
         :raises InvalidCommit: if a commit fails the public view's checks.
@@ -383,6 +407,10 @@ class DeliveryService:
             raise InvalidRequest("only a commit carries a welcome and a group_info")
         if kind is MessageKind.COMMIT and post.group_info is None:
             raise InvalidRequest("a commit carries the new epoch's group_info")
+        if (post.invite_key is None) != (post.invite_signature is None):
+            raise InvalidRequest("invite_key and invite_signature go together")
+        if post.invite_key is not None and not isinstance(header.sender, NewMemberCommitSender):
+            raise InvalidRequest("only an external commit carries an invite")
         if kind is MessageKind.APPLICATION:
             # The store checks for a retry first, in the append's own transaction.
             appended = await self._storage.append_message(
@@ -416,21 +444,152 @@ class DeliveryService:
         if original is not None:
             return _duplicate(original, group_id, kind)
         member = snapshot.member
+        sender = header.sender
+        if isinstance(sender, NewMemberCommitSender):
+            # An external commit: a newcomer's join by invite (not a member yet), or a
+            # member's resync of its own leaf.
+            if post.invite_key is not None:
+                await self._check_invite(group_id, post)
+            elif member is None:
+                raise ExternalCommitRefused(
+                    "an external commit from a non-member needs a current invite"
+                )
+            if header.epoch != group.epoch:
+                await self._refuse_epoch(group, header, kind)
+            view = await self._current_view(cached, snapshot)
+            return await self._post_commit(device, view, header, post, snapshot)
         if member is None:
             raise NotAMember("the device is not a member of this group")
         if header.epoch != group.epoch:
             await self._refuse_epoch(group, header, kind)
-        sender = header.sender
-        if isinstance(sender, NewMemberCommitSender):
-            # HOOK(invites): an external commit signed by a current invite key, or a
-            # member's resync replacing its own leaf, is accepted with the invite work.
-            raise ExternalCommitRefused("the relay does not accept external commits yet")
         if not isinstance(sender, MemberSender) or sender.leaf_index != member.leaf_index:
             raise SenderMismatch("a device posts only handshake messages its own leaf signed")
         view = await self._current_view(cached, snapshot)
         if kind is MessageKind.COMMIT:
             return await self._post_commit(device, view, header, post, snapshot)
         return await self._post_proposal(device, view, header, post, snapshot)
+
+    async def _check_invite(self, group_id: bytes, post: Post) -> None:
+        # Answers the clear refusals before the MLS work; the store checks expiry and
+        # uses again, and takes the use, in the commit's own transaction.
+        invite_key, signature = post.invite_key, post.invite_signature
+        if invite_key is None or signature is None:  # pragma: no cover - checked in post()
+            raise InvalidRequest("invite_key and invite_signature go together")
+        invite = await self._storage.get_invite(invite_key)
+        if invite is None or invite.group_id != group_id:
+            raise InviteNotFound("the group has no invite with this key")
+        if invite.expires_at <= self._clock.now():
+            raise InviteExpired("the invite has expired")
+        if invite.uses >= invite.max_uses:
+            raise InviteUsedUp("the invite is used up")
+        try:
+            invites.verify_external_commit(invite_key, post.message, signature)
+        except auth.VerificationError as exc:
+            raise InviteSignatureInvalid(
+                "the invite signature over the commit does not verify"
+            ) from exc
+
+    # -- Invites -------------------------------------------------------------------------
+
+    async def create_invite(
+        self,
+        device: Device,
+        group_id: bytes,
+        *,
+        invite_key: bytes,
+        sealed_group_info: bytes,
+        expires_at: int,
+        max_uses: int,
+    ) -> InviteRecord:
+        """
+        Create an invite of a group, for a member device.
+
+        :raises InvalidRequest: if the key is not an Ed25519 key, the expiry is past,
+            the use count is under 1, or the sealed GroupInfo too short to be one.
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        :raises InviteExists: if an invite has this key.
+        """
+        try:
+            auth.check_public_key(invite_key)
+        except auth.VerificationError as exc:
+            raise InvalidRequest("invite_key is not an Ed25519 public key") from exc
+        now = self._clock.now()
+        if expires_at <= now:
+            raise InvalidRequest("expires_at is not in the future")
+        if max_uses < 1:
+            raise InvalidRequest("max_uses is at least 1")
+        _check_sealed(sealed_group_info)
+        return await self._storage.create_invite(
+            NewInvite(
+                group_id=group_id,
+                invite_key=invite_key,
+                created_by=device.device_key,
+                sealed_group_info=sealed_group_info,
+                expires_at=expires_at,
+                max_uses=max_uses,
+                created_at=now,
+            )
+        )
+
+    async def update_invite(
+        self, device: Device, group_id: bytes, invite_key: bytes, *, sealed_group_info: bytes
+    ) -> InviteRecord:
+        """
+        Replace an invite's sealed GroupInfo, for a member device (after each commit).
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        :raises InviteNotFound: if the group has no invite with this key.
+        """
+        _check_sealed(sealed_group_info)
+        return await self._storage.update_invite(
+            group_id,
+            invite_key,
+            device_key=device.device_key,
+            sealed_group_info=sealed_group_info,
+            now=self._clock.now(),
+        )
+
+    async def get_invite(self, group_id: bytes, invite_key: bytes) -> InviteRecord:
+        """
+        Read an invite, for any registered device (a newcomer holding the link).
+
+        :raises InviteNotFound: if the group has no invite with this key.
+        :raises InviteExpired: if it has expired.
+        :raises InviteUsedUp: if its uses are all taken.
+        """
+        invite = await self._storage.get_invite(invite_key)
+        if invite is None or invite.group_id != group_id:
+            raise InviteNotFound("the group has no invite with this key")
+        if invite.expires_at <= self._clock.now():
+            raise InviteExpired("the invite has expired")
+        if invite.uses >= invite.max_uses:
+            raise InviteUsedUp("the invite is used up")
+        return invite
+
+    async def reset_invites(self, device: Device, group_id: bytes) -> int:
+        """
+        Revoke every invite of a group, for a member device.
+
+        :returns: how many were revoked.
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+        return await self._storage.reset_invites(group_id, device_key=device.device_key)
+
+    async def set_invite_settings(
+        self, device: Device, group_id: bytes, *, reset_invites_on_remove: bool
+    ) -> None:
+        """
+        Set whether removing a member revokes the group's invites, for a member device.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+        await self._storage.set_reset_invites_on_remove(
+            group_id, device_key=device.device_key, enabled=reset_invites_on_remove
+        )
 
     async def _refuse_epoch(
         self, group: GroupRecord, header: MessageHeader, kind: MessageKind
@@ -467,6 +626,8 @@ class DeliveryService:
         staged = await asyncio.to_thread(_process, public, post.message, now, InvalidCommit)
         if not isinstance(staged, PublicCommit):  # pragma: no cover - peek said commit
             raise UnexpectedMessage("the message is not a commit")
+        if staged.external:
+            _check_external(staged, device.device_key, invited=post.invite_key is not None)
         self._policy.check_commit(public, staged, committer=device.device_key)
         welcomed = _check_welcome(public, staged, post.welcome)
         await asyncio.to_thread(_verify_group_info, public, staged, group_info)
@@ -474,6 +635,10 @@ class DeliveryService:
         # forgotten unless the store takes the commit.
         try:
             plan = await asyncio.to_thread(_merge, public, staged, welcomed=welcomed)
+            if staged.external and GroupMember(device.device_key, staged.committer) not in (
+                plan.members
+            ):
+                raise SenderMismatch("an external commit's new leaf is the posting device's key")
             appended = await self._storage.append_commit(
                 NewCommit(
                     group_id=snapshot.group.group_id,
@@ -487,6 +652,7 @@ class DeliveryService:
                     members=plan.members,
                     welcome=post.welcome,
                     welcome_recipients=plan.welcomed,
+                    invite_key=post.invite_key if staged.resync is None else None,
                 )
             )
         except BaseException:
@@ -724,6 +890,24 @@ def _replay(public: PublicGroup, proposals: tuple[LogEntry, ...]) -> None:
             raise ServerError(
                 f"stored proposal at seq {entry.seq} no longer verifies: {type(exc).__name__}"
             ) from exc
+
+
+def _check_sealed(sealed_group_info: bytes) -> None:
+    if len(sealed_group_info) < invites.NONCE_BYTES + 16:
+        raise InvalidRequest("sealed_group_info is shorter than a nonce and a tag")
+
+
+def _check_external(staged: PublicCommit, device_key: bytes, *, invited: bool) -> None:
+    # RFC 9420 §12.4.3.2: an external commit may remove only the joiner's own old
+    # leaf (a resync). Townsquare: the posting device is the joiner; its new leaf's
+    # key is checked after the merge, the removed leaf's key here.
+    for removed in staged.removed:
+        if removed.signature_key != device_key:
+            raise ExternalCommitRefused("an external commit removes only the joiner's own leaf")
+    if staged.resync is None and not invited:
+        raise ExternalCommitRefused(
+            "an external commit needs a current invite, or must resync the device's own leaf"
+        )
 
 
 def _check_welcome(

@@ -32,11 +32,15 @@ branch::
     ├── Forbidden                   403 forbidden
     │   ├── NotAMember              403 not-a-member: the device is not in the group
     │   ├── SenderMismatch          403 sender-mismatch: signed by another member's leaf
-    │   └── ExternalCommitRefused   403 external-commit-refused: no invites yet
+    │   ├── ExternalCommitRefused   403 external-commit-refused: neither invite nor resync
+    │   ├── InviteExpired           403 invite-expired: past the invite's expiry
+    │   ├── InviteUsedUp            403 invite-used-up: its uses are all taken
+    │   └── InviteSignatureInvalid  403 invite-signature-invalid: not the invite key's
     ├── NotFound                    404 not-found: no such route
     │   ├── UnknownAccount          404 unknown-account
     │   ├── DeviceNotFound          404 device-not-found: a device named in the path
-    │   └── UnknownGroup            404 unknown-group
+    │   ├── UnknownGroup            404 unknown-group
+    │   └── InviteNotFound          404 invite-not-found: none, or reset
     ├── MethodNotAllowed            405 method-not-allowed
     ├── Conflict                    409 conflict
     │   ├── ReplayedRequest         409 replayed-request: the nonce was used before
@@ -47,6 +51,7 @@ branch::
     │   ├── KeyPackageStoreFull     409 key-package-store-full
     │   ├── DuplicateKeyPackage     409 duplicate-key-package
     │   ├── GroupExists             409 group-exists
+    │   ├── InviteExists            409 invite-exists
     │   ├── CommitConflict          409 commit-conflict: carries the epoch's winning commit
     │   ├── StaleEpoch              409 stale-epoch: not the group's current epoch
     │   ├── MessageIdReused         409 message-id-reused: in another group or kind
@@ -107,6 +112,11 @@ __all__ = [
     "InvalidNewGroup",
     "InvalidProposal",
     "InvalidRequest",
+    "InviteExists",
+    "InviteExpired",
+    "InviteNotFound",
+    "InviteSignatureInvalid",
+    "InviteUsedUp",
     "KeyPackageNotOwned",
     "KeyPackageStoreFull",
     "KeyPackagesExhausted",
@@ -419,11 +429,39 @@ class SenderMismatch(Forbidden):
 
 class ExternalCommitRefused(Forbidden):
     """
-    An external commit (RFC 9420 §12.4.3.2) was posted; the relay accepts none until invites.
+    An external commit (RFC 9420 §12.4.3.2) that is neither signed by an invite key nor a
+    member's resync of its own leaf, or that removes another member.
     """
 
     code = "external-commit-refused"
-    title = "External commits are not accepted"
+    title = "The external commit is not accepted"
+
+
+class InviteExpired(Forbidden):
+    """
+    The invite's expiry has passed.
+    """
+
+    code = "invite-expired"
+    title = "The invite has expired"
+
+
+class InviteUsedUp(Forbidden):
+    """
+    The invite has been used as many times as it allows.
+    """
+
+    code = "invite-used-up"
+    title = "The invite is used up"
+
+
+class InviteSignatureInvalid(Forbidden):
+    """
+    The external commit's invite signature does not verify with the invite key.
+    """
+
+    code = "invite-signature-invalid"
+    title = "The invite signature is invalid"
 
 
 # -- 404, 405 --------------------------------------------------------------------------
@@ -464,6 +502,15 @@ class UnknownGroup(NotFound):
 
     code = "unknown-group"
     title = "No such group"
+
+
+class InviteNotFound(NotFound):
+    """
+    No current invite of the group has this key (never created, or reset).
+    """
+
+    code = "invite-not-found"
+    title = "No such invite"
 
 
 class MethodNotAllowed(ServerError):
@@ -563,6 +610,15 @@ class GroupExists(Conflict):
 
     code = "group-exists"
     title = "The group exists"
+
+
+class InviteExists(Conflict):
+    """
+    An invite with this key exists.
+    """
+
+    code = "invite-exists"
+    title = "The invite exists"
 
 
 class CommitConflict(Conflict):

@@ -582,23 +582,6 @@ async def test_a_private_handshake_is_refused(relay, mls, identity, problem):
     relay.assert_unchanged(before, nonce_used=True)
 
 
-async def test_an_external_commit_is_refused_for_now(relay, mls, new_identity, problem):
-    _alice, bob, group_a, group_b = await two_member_group(relay, mls, new_identity)
-    resync = Group.join_external(
-        group_a.group_info(),
-        credential=BasicCredential(bob.device_key),
-        signature_private_key=bob.device_private,
-        rng=mls.rng,
-        resync_leaf=group_b.own_leaf,
-    )
-    before = relay.snapshot()
-    response = await relay.post(
-        bob, group_a.group_id, resync.commit, group_info=resync.group.group_info()
-    )
-    problem(response, 403, "external-commit-refused")
-    relay.assert_unchanged(before, nonce_used=True)
-
-
 class NoRemovals:
     """A policy hook that refuses every Remove, as the admin work's will for non-admins."""
 

@@ -26,6 +26,11 @@ OPERATIONS = {
     ("get", "/v1/groups/{group_id}/messages"),
     ("post", "/v1/groups/{group_id}/cursor"),
     ("get", "/v1/groups/{group_id}/group-info"),
+    ("post", "/v1/groups/{group_id}/invites"),
+    ("delete", "/v1/groups/{group_id}/invites"),
+    ("get", "/v1/groups/{group_id}/invites/{invite_key}"),
+    ("put", "/v1/groups/{group_id}/invites/{invite_key}"),
+    ("put", "/v1/groups/{group_id}/invite-settings"),
     ("get", "/v1/welcomes"),
 }
 SIGNATURE_HEADERS = [

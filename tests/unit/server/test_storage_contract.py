@@ -28,6 +28,10 @@ from townsquare.server.errors import (
     DeviceNotFound,
     DuplicateKeyPackage,
     GroupExists,
+    InviteExists,
+    InviteExpired,
+    InviteNotFound,
+    InviteUsedUp,
     KeyPackagesExhausted,
     KeyPackageStoreFull,
     MessageIdReused,
@@ -44,12 +48,14 @@ from townsquare.server.storage import (
     ClaimedKeyPackage,
     Device,
     GroupMember,
+    InviteRecord,
     KeyPackageCount,
     LogEntry,
     Membership,
     MessageKind,
     NewCommit,
     NewGroup,
+    NewInvite,
     NewMessage,
     SQLiteStorage,
     Storage,
@@ -925,3 +931,122 @@ async def test_groups_and_logs_survive_close_and_reopen(backend, tmp_path):
         assert len(await reopened.list_welcomes(bob, limit=10)) == 1
     finally:
         await reopened.close()
+
+
+# -- Invites ---------------------------------------------------------------------------
+
+
+def new_invite(creator: bytes, *, key: bytes = b"K" * 32, max_uses: int = 2) -> NewInvite:
+    return NewInvite(
+        group_id=GROUP,
+        invite_key=key,
+        created_by=creator,
+        sealed_group_info=b"sealed-0",
+        expires_at=NOW + 100,
+        max_uses=max_uses,
+        created_at=NOW,
+    )
+
+
+async def test_an_invite_is_created_read_refreshed_and_reset(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    record = await storage.create_invite(new_invite(alice))
+    assert record == InviteRecord(
+        group_id=GROUP,
+        invite_key=b"K" * 32,
+        created_by=alice,
+        sealed_group_info=b"sealed-0",
+        expires_at=NOW + 100,
+        max_uses=2,
+        uses=0,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    assert await storage.get_invite(b"K" * 32) == record
+    assert await storage.get_invite(b"X" * 32) is None
+    with pytest.raises(InviteExists):
+        await storage.create_invite(new_invite(alice))
+    with pytest.raises(NotAMember):
+        await storage.create_invite(new_invite(bob, key=b"L" * 32))
+    updated = await storage.update_invite(
+        GROUP, b"K" * 32, device_key=alice, sealed_group_info=b"sealed-1", now=NOW + 5
+    )
+    assert (updated.sealed_group_info, updated.updated_at) == (b"sealed-1", NOW + 5)
+    with pytest.raises(NotAMember):
+        await storage.update_invite(
+            GROUP, b"K" * 32, device_key=bob, sealed_group_info=b"x", now=NOW
+        )
+    with pytest.raises(InviteNotFound):
+        await storage.update_invite(
+            GROUP, b"X" * 32, device_key=alice, sealed_group_info=b"x", now=NOW
+        )
+    with pytest.raises(NotAMember):
+        await storage.reset_invites(GROUP, device_key=bob)
+    assert await storage.reset_invites(GROUP, device_key=alice) == 1
+    assert await storage.get_invite(b"K" * 32) is None
+    with pytest.raises(UnknownGroup):
+        await storage.create_invite(replace(new_invite(alice), group_id=b"other-group-id!!"))
+
+
+async def test_an_invited_external_commit_uses_the_invite_in_its_transaction(storage):
+    alice, bob, carol = await devices(storage, 3)
+    await group_of(storage, alice)
+    await storage.create_invite(new_invite(alice, max_uses=1))
+    joined = replace(commit(bob, [(alice, 0), (bob, 1)]), invite_key=b"K" * 32)
+    appended = await storage.append_commit(joined)
+    assert appended.entry.seq == 1
+    invite = await storage.get_invite(b"K" * 32)
+    assert invite is not None
+    assert invite.uses == 1
+    member = (await storage.load_group(GROUP, device_key=bob, proposals_after=None)).member
+    assert member == Membership(device_key=bob, leaf_index=1, joined_seq=1)
+    # Used up: nothing changes.
+    before = await group_state(storage, [alice, bob, carol])
+    used_up = replace(
+        commit(carol, [(alice, 0), (bob, 1), (carol, 2)], epoch=1), invite_key=b"K" * 32
+    )
+    with pytest.raises(InviteUsedUp):
+        await storage.append_commit(used_up)
+    with pytest.raises(InviteNotFound):
+        await storage.append_commit(replace(used_up, invite_key=b"X" * 32))
+    # Without an invite, a non-member's commit is refused as before.
+    with pytest.raises(NotAMember):
+        await storage.append_commit(replace(used_up, invite_key=None))
+    assert await group_state(storage, [alice, bob, carol]) == before
+    # Expired (at or before received_at): nothing changes.
+    await storage.create_invite(replace(new_invite(alice, key=b"E" * 32), expires_at=NOW + 1))
+    with pytest.raises(InviteExpired):
+        await storage.append_commit(replace(used_up, invite_key=b"E" * 32))
+    expired = await storage.get_invite(b"E" * 32)
+    assert expired is not None
+    assert expired.uses == 0
+    assert await group_state(storage, [alice, bob, carol]) == before
+
+
+async def test_a_commit_that_removes_a_device_resets_the_invites_by_default(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    await storage.append_commit(commit(alice, [(alice, 0), (bob, 1)]))
+    await storage.create_invite(new_invite(bob))
+    # Moving a device (a resync) removes nobody: the invites stay.
+    await storage.append_commit(commit(bob, [(alice, 0), (bob, 2)], epoch=1))
+    assert await storage.get_invite(b"K" * 32) is not None
+    assert await storage.get_reset_invites_on_remove(GROUP) is True
+    await storage.append_commit(commit(alice, [(alice, 0)], epoch=2))
+    assert await storage.get_invite(b"K" * 32) is None
+
+
+async def test_the_reset_on_remove_can_be_turned_off(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    await storage.append_commit(commit(alice, [(alice, 0), (bob, 1)]))
+    with pytest.raises(NotAMember):
+        await storage.set_reset_invites_on_remove(GROUP, device_key=b"Z" * 32, enabled=False)
+    await storage.set_reset_invites_on_remove(GROUP, device_key=alice, enabled=False)
+    assert await storage.get_reset_invites_on_remove(GROUP) is False
+    await storage.create_invite(new_invite(alice))
+    await storage.append_commit(commit(alice, [(alice, 0)], epoch=1))
+    assert await storage.get_invite(b"K" * 32) is not None
+    with pytest.raises(UnknownGroup):
+        await storage.get_reset_invites_on_remove(b"other-group-id!!")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from townsquare.server.config import DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT
 from townsquare.server.delivery import DeliveryService, Post
@@ -29,6 +29,11 @@ from townsquare.server.errors import (
     InvalidNewGroup,
     InvalidProposal,
     InvalidRequest,
+    InviteExists,
+    InviteExpired,
+    InviteNotFound,
+    InviteSignatureInvalid,
+    InviteUsedUp,
     MalformedMLS,
     MessageIdReused,
     NotAMember,
@@ -42,17 +47,21 @@ from townsquare.server.errors import (
 )
 from townsquare.server.http.fields import (
     GROUP_ID_PATTERN,
+    KEY_PATTERN,
     BytesText,
     ClientMessageIdText,
     GroupIdText,
+    KeyText,
     MLSMessageText,
     Seq,
+    SignatureText,
     UnixTime,
     group_id_from_path,
+    key_from_path,
 )
 from townsquare.server.http.problems import documented_errors
 from townsquare.server.http.signing import SIGNED_ERRORS, SIGNED_OPENAPI, Signatures
-from townsquare.server.storage import Appended, Device, GroupRecord, LogEntry
+from townsquare.server.storage import Appended, Device, GroupRecord, InviteRecord, LogEntry
 
 __all__ = [
     "CreateGroupBody",
@@ -60,9 +69,14 @@ __all__ = [
     "EntryBody",
     "GroupBody",
     "GroupInfoBody",
+    "InviteBody",
+    "InviteSettingsBody",
+    "InvitesResetBody",
+    "NewInviteBody",
     "PageBody",
     "PostBody",
     "PostedBody",
+    "SealedGroupInfoBody",
     "router",
 ]
 
@@ -71,6 +85,11 @@ Kind = Literal["commit", "proposal", "application"]
 GroupIdPath = Annotated[
     str,
     Path(pattern=GROUP_ID_PATTERN, description="The MLS group id, unpadded base64url."),
+]
+
+InviteKeyPath = Annotated[
+    str,
+    Path(pattern=KEY_PATTERN, description="The invite's Ed25519 public key, unpadded base64url."),
 ]
 
 
@@ -142,6 +161,10 @@ class PostBody(BaseModel):
     welcome: MLSMessageText | None = None
     #: With a commit: MLSMessage(GroupInfo) of the epoch it creates.
     group_info: MLSMessageText | None = None
+    #: With an external commit joining by invite: the invite's key.
+    invite_key: KeyText | None = None
+    #: And the invite key's signature over ``message`` (docs/protocol.md, Invites).
+    invite_signature: SignatureText | None = None
 
 
 class PostedBody(BaseModel):
@@ -223,6 +246,85 @@ class CursorBody(BaseModel):
     seq: Seq
 
 
+class NewInviteBody(BaseModel):
+    """
+    A new invite: its public key, the sealed GroupInfo, an expiry and a use count.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The Ed25519 public key the link's secret derives; also the invite's id.
+    invite_key: KeyText
+    #: nonce || ChaCha20-Poly1305(GroupInfo and tree) under the secret's GroupInfo key.
+    sealed_group_info: MLSMessageText
+    expires_at: UnixTime
+    max_uses: Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
+
+
+class SealedGroupInfoBody(BaseModel):
+    """
+    An invite's refreshed sealed GroupInfo.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sealed_group_info: MLSMessageText
+
+
+class InviteBody(BaseModel):
+    """
+    An invite as the relay keeps it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group_id: GroupIdText
+    invite_key: KeyText
+    sealed_group_info: BytesText
+    expires_at: UnixTime
+    max_uses: Seq
+    uses: Seq
+    created_at: UnixTime
+    updated_at: UnixTime
+
+    @classmethod
+    def of(cls, invite: InviteRecord) -> InviteBody:
+        """
+        :returns: the JSON form of ``invite``.
+        """
+        return cls(
+            group_id=invite.group_id,
+            invite_key=invite.invite_key,
+            sealed_group_info=invite.sealed_group_info,
+            expires_at=invite.expires_at,
+            max_uses=invite.max_uses,
+            uses=invite.uses,
+            created_at=invite.created_at,
+            updated_at=invite.updated_at,
+        )
+
+
+class InvitesResetBody(BaseModel):
+    """
+    How many invites a reset revoked.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    revoked: Seq
+
+
+class InviteSettingsBody(BaseModel):
+    """
+    A group's invite settings.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Whether a commit that removes a member revokes every invite (default true).
+    reset_invites_on_remove: bool
+
+
 _MESSAGE_ERRORS = (
     InvalidRequest,
     MalformedMLS,
@@ -236,7 +338,11 @@ _MESSAGE_ERRORS = (
     NotAMember,
     SenderMismatch,
     ExternalCommitRefused,
+    InviteExpired,
+    InviteUsedUp,
+    InviteSignatureInvalid,
     UnknownGroup,
+    InviteNotFound,
     CommitConflict,
     StaleEpoch,
     MessageIdReused,
@@ -324,6 +430,8 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
                 message=body.message,
                 welcome=body.welcome,
                 group_info=body.group_info,
+                invite_key=body.invite_key,
+                invite_signature=body.invite_signature,
             ),
         )
         if appended.duplicate:
@@ -391,7 +499,7 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
         "/v1/groups/{group_id}/group-info",
         response_model=GroupInfoBody,
         summary="Read a group's current GroupInfo and ratchet tree",
-        description="For member devices (joiners by invite come with the invite work).",
+        description="For member devices (newcomers read an invite's sealed GroupInfo).",
         responses=documented_errors(
             InvalidRequest, SIGNED_ERRORS, NotAMember, UnknownGroup, BodyTooLarge, Unavailable
         ),
@@ -408,5 +516,130 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
             group_info=group.group_info,
             ratchet_tree=group.ratchet_tree,
         )
+
+    _member_errors = (
+        InvalidRequest,
+        SIGNED_ERRORS,
+        NotAMember,
+        UnknownGroup,
+        BodyTooLarge,
+        FieldTooLarge,
+        Unavailable,
+    )
+
+    @routes.post(
+        "/v1/groups/{group_id}/invites",
+        status_code=201,
+        response_model=InviteBody,
+        summary="Create an invite",
+        description=(
+            "For member devices: the invite's public key (derived from the link's secret, which"
+            " the relay never sees), the GroupInfo sealed under the secret's key, an expiry and"
+            " a use count. An external commit signed by the invite key joins the group."
+        ),
+        responses=documented_errors(*_member_errors, InviteExists),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="create_invite",
+    )
+    async def create_invite(
+        group_id: GroupIdPath, body: NewInviteBody, device: Device = Depends(signatures.device)
+    ) -> InviteBody:
+        invite = await delivery.create_invite(
+            device,
+            group_id_from_path(group_id),
+            invite_key=body.invite_key,
+            sealed_group_info=body.sealed_group_info,
+            expires_at=body.expires_at,
+            max_uses=body.max_uses,
+        )
+        return InviteBody.of(invite)
+
+    @routes.put(
+        "/v1/groups/{group_id}/invites/{invite_key}",
+        response_model=InviteBody,
+        summary="Refresh an invite's sealed GroupInfo",
+        description="For member devices, after each commit: newcomers join the current epoch.",
+        responses=documented_errors(*_member_errors, InviteNotFound),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="update_invite",
+    )
+    async def update_invite(
+        group_id: GroupIdPath,
+        invite_key: InviteKeyPath,
+        body: SealedGroupInfoBody,
+        device: Device = Depends(signatures.device),
+    ) -> InviteBody:
+        invite = await delivery.update_invite(
+            device,
+            group_id_from_path(group_id),
+            key_from_path(invite_key),
+            sealed_group_info=body.sealed_group_info,
+        )
+        return InviteBody.of(invite)
+
+    @routes.get(
+        "/v1/groups/{group_id}/invites/{invite_key}",
+        response_model=InviteBody,
+        summary="Read an invite's sealed GroupInfo",
+        description=(
+            "For any registered device: a newcomer registers a device first, then reads the"
+            " invite its link names and opens the GroupInfo with the link's secret."
+        ),
+        responses=documented_errors(
+            InvalidRequest,
+            SIGNED_ERRORS,
+            InviteExpired,
+            InviteUsedUp,
+            InviteNotFound,
+            BodyTooLarge,
+            Unavailable,
+        ),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="get_invite",
+    )
+    async def get_invite(
+        group_id: GroupIdPath,
+        invite_key: InviteKeyPath,
+        device: Device = Depends(signatures.device),
+    ) -> InviteBody:
+        del device
+        invite = await delivery.get_invite(group_id_from_path(group_id), key_from_path(invite_key))
+        return InviteBody.of(invite)
+
+    @routes.delete(
+        "/v1/groups/{group_id}/invites",
+        response_model=InvitesResetBody,
+        summary="Reset (revoke) every invite of a group",
+        description="For member devices (admins only, once the admin policy lands).",
+        responses=documented_errors(*_member_errors),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="reset_invites",
+    )
+    async def reset_invites(
+        group_id: GroupIdPath, device: Device = Depends(signatures.device)
+    ) -> InvitesResetBody:
+        revoked = await delivery.reset_invites(device, group_id_from_path(group_id))
+        return InvitesResetBody(revoked=revoked)
+
+    @routes.put(
+        "/v1/groups/{group_id}/invite-settings",
+        response_model=InviteSettingsBody,
+        summary="Set whether removing a member revokes the invites",
+        description="For member devices; on by default.",
+        responses=documented_errors(*_member_errors),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="set_invite_settings",
+    )
+    async def set_invite_settings(
+        group_id: GroupIdPath,
+        body: InviteSettingsBody,
+        device: Device = Depends(signatures.device),
+    ) -> InviteSettingsBody:
+        await delivery.set_invite_settings(
+            device,
+            group_id_from_path(group_id),
+            reset_invites_on_remove=body.reset_invites_on_remove,
+        )
+        return body
 
     return routes

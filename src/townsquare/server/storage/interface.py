@@ -36,6 +36,7 @@ __all__ = [
     "GroupMember",
     "GroupRecord",
     "GroupSnapshot",
+    "InviteRecord",
     "KeyPackageCount",
     "LogEntry",
     "LogPage",
@@ -43,6 +44,7 @@ __all__ = [
     "MessageKind",
     "NewCommit",
     "NewGroup",
+    "NewInvite",
     "NewMessage",
     "PendingWelcome",
     "Storage",
@@ -245,6 +247,45 @@ class NewCommit:
     welcome: bytes | None = None
     #: The devices the Welcome is for.
     welcome_recipients: tuple[bytes, ...] = ()
+    #: For an external commit that joins by invite: the invite's key. The sender need
+    #: not be a member; the invite must be the group's, unexpired at ``received_at`` and
+    #: not used up, and its use count goes up by one with the commit.
+    invite_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewInvite:
+    """
+    An invite to create for a group.
+    """
+
+    group_id: bytes
+    #: The invite's Ed25519 public key (derived from the link's secret); also its id.
+    invite_key: bytes
+    #: The member device creating it.
+    created_by: bytes
+    #: nonce || ChaCha20-Poly1305 ciphertext of the GroupInfo (and tree), opaque here.
+    sealed_group_info: bytes
+    expires_at: int
+    max_uses: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InviteRecord:
+    """
+    An invite as the relay keeps it.
+    """
+
+    group_id: bytes
+    invite_key: bytes
+    created_by: bytes
+    sealed_group_info: bytes
+    expires_at: int
+    max_uses: int
+    uses: int
+    created_at: int
+    updated_at: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -528,7 +569,10 @@ class Storage(Protocol):
         to ``commit.epoch + 1``; replace the GroupInfo and tree; make the member devices
         exactly ``commit.members`` (devices that join get ``joined_seq`` = the commit's
         sequence number; devices that leave lose their cursor and pending Welcomes);
-        store the Welcome for its recipients.
+        store the Welcome for its recipients. With ``commit.invite_key`` (an external
+        commit joining by invite) the sender need not be a member; the invite is checked
+        (the group's, unexpired, not used up) and used once. If the commit removes a
+        device and the group resets invites on remove, every invite is deleted.
 
         :param commit: the commit.
         :returns: the stored entry (or the original of a retry).
@@ -538,6 +582,70 @@ class Storage(Protocol):
         :raises CommitConflict: if another commit ended ``commit.epoch``; it carries that one.
         :raises StaleEpoch: if ``commit.epoch`` is past the current epoch.
         :raises UnknownMemberDevice: if a member or recipient is not a registered device.
+        """
+        ...
+
+    # -- Invites ------------------------------------------------------------------------
+
+    async def create_invite(self, invite: NewInvite) -> InviteRecord:
+        """
+        Store a new invite of a group, created by a member device.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if ``created_by`` is not a member.
+        :raises InviteExists: if an invite has this key.
+        """
+        ...
+
+    async def get_invite(self, invite_key: bytes) -> InviteRecord | None:
+        """
+        :returns: the invite with this key, or ``None`` (never created, or reset).
+        """
+        ...
+
+    async def update_invite(
+        self,
+        group_id: bytes,
+        invite_key: bytes,
+        *,
+        device_key: bytes,
+        sealed_group_info: bytes,
+        now: int,
+    ) -> InviteRecord:
+        """
+        Replace an invite's sealed GroupInfo (members refresh it after each commit).
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        :raises InviteNotFound: if the group has no invite with this key.
+        """
+        ...
+
+    async def reset_invites(self, group_id: bytes, *, device_key: bytes) -> int:
+        """
+        Delete every invite of a group, for a member device.
+
+        :returns: how many were deleted.
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+        ...
+
+    async def set_reset_invites_on_remove(
+        self, group_id: bytes, *, device_key: bytes, enabled: bool
+    ) -> None:
+        """
+        Set whether a commit that removes a member deletes the group's invites (default on).
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+        ...
+
+    async def get_reset_invites_on_remove(self, group_id: bytes) -> bool:
+        """
+        :returns: whether a commit that removes a member deletes the group's invites.
+        :raises UnknownGroup: if there is no such group.
         """
         ...
 

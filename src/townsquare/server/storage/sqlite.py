@@ -51,6 +51,10 @@ from townsquare.server.errors import (
     DeviceNotFound,
     DuplicateKeyPackage,
     GroupExists,
+    InviteExists,
+    InviteExpired,
+    InviteNotFound,
+    InviteUsedUp,
     KeyPackagesExhausted,
     KeyPackageStoreFull,
     MessageIdReused,
@@ -73,6 +77,7 @@ from townsquare.server.storage.interface import (
     Device,
     GroupRecord,
     GroupSnapshot,
+    InviteRecord,
     KeyPackageCount,
     LogEntry,
     LogPage,
@@ -80,6 +85,7 @@ from townsquare.server.storage.interface import (
     MessageKind,
     NewCommit,
     NewGroup,
+    NewInvite,
     NewMessage,
     PendingWelcome,
 )
@@ -708,7 +714,8 @@ class SQLiteStorage:
             original = _original(conn, commit.group_id, MessageKind.COMMIT, commit)
             if original is not None:
                 return Appended(entry=original, duplicate=True)
-            _require_membership(conn, commit.group_id, commit.sender_device)
+            if commit.invite_key is None:
+                _require_membership(conn, commit.group_id, commit.sender_device)
             if commit.epoch < group.epoch:
                 winner = _commit_of(conn, group_id=commit.group_id, epoch=commit.epoch)
                 if winner is None:  # pragma: no cover - every past epoch ended in a commit
@@ -725,17 +732,143 @@ class SQLiteStorage:
                     f"the commit is for epoch {commit.epoch}; the group is at {group.epoch}",
                     epoch=group.epoch,
                 )
+            if commit.invite_key is not None:
+                _use_invite(conn, commit.group_id, commit.invite_key, now=commit.received_at)
             entry = _insert_entry(conn, commit, MessageKind.COMMIT)
             conn.execute(
                 "UPDATE groups SET epoch = ?, group_info = ?, ratchet_tree = ? WHERE group_id = ?",
                 (commit.epoch + 1, commit.group_info, commit.ratchet_tree, commit.group_id),
             )
-            _replace_members(conn, commit.group_id, target, joined_seq=entry.seq)
+            removed = _replace_members(conn, commit.group_id, target, joined_seq=entry.seq)
+            if removed and _resets_on_remove(conn, commit.group_id):
+                conn.execute("DELETE FROM invites WHERE group_id = ?", (commit.group_id,))
             if commit.welcome is not None:
                 _insert_welcome(conn, commit, commit_seq=entry.seq)
             return Appended(entry=entry, duplicate=False)
 
         return await self._run_write(body)
+
+    # -- Invites ----------------------------------------------------------------------------
+
+    async def create_invite(self, invite: NewInvite) -> InviteRecord:
+        """
+        Store a new invite of a group, created by a member device.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the creator is not a member.
+        :raises InviteExists: if an invite has this key.
+        """
+
+        def body(conn: sqlite3.Connection) -> InviteRecord:
+            _require_group(conn, invite.group_id)
+            _require_membership(conn, invite.group_id, invite.created_by)
+            if _find_invite(conn, invite.invite_key) is not None:
+                raise InviteExists("an invite with this key exists")
+            conn.execute(
+                f"INSERT INTO invites ({_INVITE_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (
+                    invite.group_id,
+                    invite.invite_key,
+                    invite.created_by,
+                    invite.sealed_group_info,
+                    invite.expires_at,
+                    invite.max_uses,
+                    invite.created_at,
+                    invite.created_at,
+                ),
+            )
+            record = _find_invite(conn, invite.invite_key)
+            assert record is not None  # noqa: S101 - just inserted
+            return record
+
+        return await self._run_write(body)
+
+    async def get_invite(self, invite_key: bytes) -> InviteRecord | None:
+        """
+        :returns: the invite with this key, or ``None``.
+        """
+        return await self._run_read(partial(_find_invite, invite_key=invite_key))
+
+    async def update_invite(
+        self,
+        group_id: bytes,
+        invite_key: bytes,
+        *,
+        device_key: bytes,
+        sealed_group_info: bytes,
+        now: int,
+    ) -> InviteRecord:
+        """
+        Replace an invite's sealed GroupInfo.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        :raises InviteNotFound: if the group has no invite with this key.
+        """
+
+        def body(conn: sqlite3.Connection) -> InviteRecord:
+            _require_group(conn, group_id)
+            _require_membership(conn, group_id, device_key)
+            invite = _find_invite(conn, invite_key)
+            if invite is None or invite.group_id != group_id:
+                raise InviteNotFound("the group has no invite with this key")
+            conn.execute(
+                "UPDATE invites SET sealed_group_info = ?, updated_at = ? WHERE invite_key = ?",
+                (sealed_group_info, now, invite_key),
+            )
+            updated = _find_invite(conn, invite_key)
+            assert updated is not None  # noqa: S101 - just updated
+            return updated
+
+        return await self._run_write(body)
+
+    async def reset_invites(self, group_id: bytes, *, device_key: bytes) -> int:
+        """
+        Delete every invite of a group.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+
+        def body(conn: sqlite3.Connection) -> int:
+            _require_group(conn, group_id)
+            _require_membership(conn, group_id, device_key)
+            return conn.execute("DELETE FROM invites WHERE group_id = ?", (group_id,)).rowcount
+
+        return await self._run_write(body)
+
+    async def set_reset_invites_on_remove(
+        self, group_id: bytes, *, device_key: bytes, enabled: bool
+    ) -> None:
+        """
+        Set whether removing a member deletes the group's invites.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        """
+
+        def body(conn: sqlite3.Connection) -> None:
+            _require_group(conn, group_id)
+            _require_membership(conn, group_id, device_key)
+            conn.execute(
+                "UPDATE groups SET reset_invites_on_remove = ? WHERE group_id = ?",
+                (int(enabled), group_id),
+            )
+
+        await self._run_write(body)
+
+    async def get_reset_invites_on_remove(self, group_id: bytes) -> bool:
+        """
+        :returns: whether removing a member deletes the group's invites.
+        :raises UnknownGroup: if there is no such group.
+        """
+
+        def body(conn: sqlite3.Connection) -> bool:
+            _require_group(conn, group_id)
+            return _resets_on_remove(conn, group_id)
+
+        return await self._run_read(body)
 
     async def fetch_messages(
         self, group_id: bytes, *, device_key: bytes, after: int, limit: int
@@ -958,7 +1091,7 @@ def _insert_entry(
 
 def _replace_members(
     conn: sqlite3.Connection, group_id: bytes, target: dict[bytes, int], *, joined_seq: int
-) -> None:
+) -> bool:
     current = {
         bytes(key): int(leaf)
         for key, leaf in conn.execute(
@@ -988,6 +1121,54 @@ def _replace_members(
         " VALUES (?, ?, ?, ?)",
         [(group_id, key, target[key], joined_seq) for key in sorted(added)],
     )
+    return bool(removed)
+
+
+_INVITE_COLUMNS = (
+    "group_id, invite_key, created_by, sealed_group_info, expires_at, max_uses, uses,"
+    " created_at, updated_at"
+)
+
+
+def _invite(row: tuple[bytes, bytes, bytes, bytes, int, int, int, int, int]) -> InviteRecord:
+    group_id, key, created_by, sealed, expires_at, max_uses, uses, created_at, updated_at = row
+    return InviteRecord(
+        group_id=bytes(group_id),
+        invite_key=bytes(key),
+        created_by=bytes(created_by),
+        sealed_group_info=bytes(sealed),
+        expires_at=int(expires_at),
+        max_uses=int(max_uses),
+        uses=int(uses),
+        created_at=int(created_at),
+        updated_at=int(updated_at),
+    )
+
+
+def _find_invite(conn: sqlite3.Connection, invite_key: bytes) -> InviteRecord | None:
+    row = conn.execute(
+        f"SELECT {_INVITE_COLUMNS} FROM invites WHERE invite_key = ?",  # noqa: S608
+        (invite_key,),
+    ).fetchone()
+    return None if row is None else _invite(row)
+
+
+def _use_invite(conn: sqlite3.Connection, group_id: bytes, invite_key: bytes, *, now: int) -> None:
+    invite = _find_invite(conn, invite_key)
+    if invite is None or invite.group_id != group_id:
+        raise InviteNotFound("the group has no invite with this key")
+    if invite.expires_at <= now:
+        raise InviteExpired("the invite has expired")
+    if invite.uses >= invite.max_uses:
+        raise InviteUsedUp("the invite is used up")
+    conn.execute("UPDATE invites SET uses = uses + 1 WHERE invite_key = ?", (invite_key,))
+
+
+def _resets_on_remove(conn: sqlite3.Connection, group_id: bytes) -> bool:
+    row = conn.execute(
+        "SELECT reset_invites_on_remove FROM groups WHERE group_id = ?", (group_id,)
+    ).fetchone()
+    return bool(row[0])
 
 
 def _insert_welcome(conn: sqlite3.Connection, commit: NewCommit, *, commit_seq: int) -> None:
