@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fuzz.harness import Target
-from fuzz.targets import group_info, key_package, mls_message, ratchet_tree, welcome
+from fuzz.targets import (
+    group_info,
+    key_package,
+    mls_message,
+    public_group,
+    ratchet_tree,
+    welcome,
+)
 
 __all__ = ["TARGETS"]
 
@@ -23,5 +30,6 @@ TARGETS: Mapping[str, Target] = {
         key_package.TARGET,
         group_info.TARGET,
         ratchet_tree.TARGET,
+        public_group.TARGET,
     )
 }
