@@ -74,6 +74,7 @@ from townsquare.mls.key_schedule import (
 )
 from townsquare.mls.key_schedule import welcome_secret as derive_welcome_secret
 from townsquare.mls.leaf_node import (
+    Capabilities,
     CredentialValidator,
     LeafNode,
     accept_any_credential,
@@ -249,6 +250,9 @@ class StagedCommit:
     reinit: bool
     _next: _Epoch = field(repr=False)
     _previous_epoch: int = field(repr=False)
+    #: The proposals the commit covers, each with its proposer (RFC 9420 §12.4): what an
+    #: application's authority rules (Townsquare's admins) judge a commit by.
+    covered: tuple[SenderProposal, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -982,6 +986,7 @@ class Group:
             reinit=applied.reinit is not None,
             _next=next_epoch,
             _previous_epoch=epoch.context.epoch,
+            covered=tuple(items),
         )
         pending = PendingCommit(
             commit=commit_message,
@@ -1363,6 +1368,7 @@ class Group:
             reinit=applied.reinit is not None,
             _next=next_epoch,
             _previous_epoch=epoch.context.epoch,
+            covered=tuple(items),
         )
 
     def _removed_credential(self, applied: AppliedProposals) -> Credential | None:
@@ -1461,6 +1467,7 @@ class Group:
         config: GroupConfig | None = None,
         authenticated_data: bytes = b"",
         now: int | None = None,
+        capabilities: Capabilities | None = None,
     ) -> ExternalJoin:
         """
         Join by external commit from a published GroupInfo (RFC 9420 §12.4.3.2).
@@ -1474,6 +1481,9 @@ class Group:
         :param config: the group's policy.
         :param authenticated_data: data authenticated with the commit.
         :param now: seconds since the epoch, for leaf lifetimes.
+        :param capabilities: our new leaf's capabilities (default: the suite's, with no
+            non-default extensions); they must cover the group's GroupContext extensions
+            (RFC 9420 §7.2, §12.1.7).
         :returns: the commit to send and the group it leads to once accepted.
         :raises ProtocolError: (a subclass) if the GroupInfo or tree is invalid.
         """
@@ -1514,7 +1524,7 @@ class Group:
             encryption_key=leaf_public,
             signature_key=suite.signature_public_key(signature_private_key),
             credential=credential,
-            capabilities=default_capabilities(suite),
+            capabilities=capabilities or default_capabilities(suite),
             leaf_node_source=LeafNodeSource.COMMIT,
             parent_hash=b"",
         )

@@ -275,6 +275,9 @@ class PublicCommit:
     context: GroupContext
     _next: _PublicEpoch = field(repr=False)
     _previous_epoch: int = field(repr=False)
+    #: The proposals the commit covers, each with its proposer (RFC 9420 §12.4): what the
+    #: relay's authority rules (Townsquare's admins) judge a commit by.
+    covered: tuple[SenderProposal, ...] = ()
 
 
 def _public_member(leaf_index: LeafIndex, leaf: LeafNode) -> PublicMember:
@@ -691,6 +694,7 @@ class PublicGroup:
             context=context,
             _next=next_epoch,
             _previous_epoch=epoch.context.epoch,
+            covered=tuple(items),
         )
 
     def _credential_of(self, leaf_index: LeafIndex) -> Credential | None:

@@ -69,6 +69,7 @@ from townsquare.mls.public_group import (
 )
 from townsquare.mls.registries import ContentType, WireFormat
 from townsquare.mls.welcome import Welcome
+from townsquare.server.authority import AdminPolicy, admins_of
 from townsquare.server.clock import Clock
 from townsquare.server.config import (
     MAX_GROUP_ID_BYTES,
@@ -92,6 +93,7 @@ from townsquare.server.errors import (
     MessageIdReused,
     MLSRejected,
     NotAMember,
+    NotAnAdmin,
     SenderMismatch,
     ServerError,
     StaleEpoch,
@@ -266,13 +268,14 @@ class DeliveryService:
         :param clock: the relay's clock.
         :param fanout: where notices of appended entries go.
         :param limits: the limits to enforce.
-        :param policy: who may change a group (default: :class:`AnyMemberPolicy`).
+        :param policy: who may change a group (default: the group's own admin policy,
+            :class:`~townsquare.server.authority.AdminPolicy`).
         """
         self._storage = storage
         self._clock = clock
         self._fanout = fanout
         self._limits = limits
-        self._policy: CommitPolicy = policy if policy is not None else AnyMemberPolicy()
+        self._policy: CommitPolicy = policy if policy is not None else AdminPolicy()
         self._views: collections.OrderedDict[bytes, _View] = collections.OrderedDict()
         # One lock per group while anyone holds it, so that one process checks one
         # handshake of a group at a time; the store still decides across processes.
@@ -508,6 +511,7 @@ class DeliveryService:
             the use count is under 1, or the sealed GroupInfo too short to be one.
         :raises UnknownGroup: if there is no such group.
         :raises NotAMember: if the device is not a member.
+        :raises NotAnAdmin: if the group has admins and the device is not one.
         :raises InviteExists: if an invite has this key.
         """
         try:
@@ -520,6 +524,7 @@ class DeliveryService:
         if max_uses < 1:
             raise InvalidRequest("max_uses is at least 1")
         _check_sealed(sealed_group_info)
+        await self._require_admin(device, group_id)
         return await self._storage.create_invite(
             NewInvite(
                 group_id=group_id,
@@ -575,7 +580,9 @@ class DeliveryService:
         :returns: how many were revoked.
         :raises UnknownGroup: if there is no such group.
         :raises NotAMember: if the device is not a member.
+        :raises NotAnAdmin: if the group has admins and the device is not one.
         """
+        await self._require_admin(device, group_id)
         return await self._storage.reset_invites(group_id, device_key=device.device_key)
 
     async def set_invite_settings(
@@ -586,10 +593,38 @@ class DeliveryService:
 
         :raises UnknownGroup: if there is no such group.
         :raises NotAMember: if the device is not a member.
+        :raises NotAnAdmin: if the group has admins and the device is not one.
         """
+        await self._require_admin(device, group_id)
         await self._storage.set_reset_invites_on_remove(
             group_id, device_key=device.device_key, enabled=reset_invites_on_remove
         )
+
+    async def _require_admin(self, device: Device, group_id: bytes) -> None:
+        # Managing invites is an admin's act where the group has admins (its policy
+        # extension); anyone may still reseal an invite after a commit.
+        async with self._lock(group_id):
+            cached = self._views.get(group_id)
+            snapshot = await self._storage.load_group(
+                group_id,
+                device_key=device.device_key,
+                proposals_after=0 if cached is None else cached.applied_seq,
+            )
+            if snapshot.member is None:
+                raise NotAMember("the device is not a member of this group")
+            view = await self._current_view(cached, snapshot)
+        admins = admins_of(view.public)
+        if admins is not None and device.device_key not in admins:
+            raise NotAnAdmin("only an admin of the group may manage its invites")
+
+    async def invite_tree(self, group_id: bytes) -> tuple[int, bytes]:
+        """
+        :returns: the group's current epoch and ratchet tree, for a newcomer holding an
+            invite (the sealed GroupInfo leaves the tree out: the relay has it anyway).
+        :raises UnknownGroup: if there is no such group.
+        """
+        snapshot = await self._storage.load_group(group_id, device_key=b"", proposals_after=None)
+        return snapshot.group.epoch, snapshot.group.ratchet_tree
 
     async def _refuse_epoch(
         self, group: GroupRecord, header: MessageHeader, kind: MessageKind

@@ -32,6 +32,7 @@ branch::
     ├── Forbidden                   403 forbidden
     │   ├── NotAMember              403 not-a-member: the device is not in the group
     │   ├── SenderMismatch          403 sender-mismatch: signed by another member's leaf
+    │   ├── NotAnAdmin              403 not-an-admin: the group's policy forbids it
     │   ├── ExternalCommitRefused   403 external-commit-refused: neither invite nor resync
     │   ├── InviteExpired           403 invite-expired: past the invite's expiry
     │   ├── InviteUsedUp            403 invite-used-up: its uses are all taken
@@ -127,6 +128,7 @@ __all__ = [
     "MethodNotAllowed",
     "MissingAuthentication",
     "NotAMember",
+    "NotAnAdmin",
     "NotFound",
     "RateLimited",
     "ReplayedRequest",
@@ -425,6 +427,16 @@ class SenderMismatch(Forbidden):
 
     code = "sender-mismatch"
     title = "The message's sender is not the posting device"
+
+
+class NotAnAdmin(Forbidden):
+    """
+    The group's policy (its admin keys and flags, a GroupContext extension) does not let
+    this member make this change: add, remove another member, or change the settings.
+    """
+
+    code = "not-an-admin"
+    title = "Only an admin of the group may do this"
 
 
 class ExternalCommitRefused(Forbidden):
