@@ -142,6 +142,94 @@ def test_three_profiles_talk_remove_and_leave(relay_process: Any, tmp_path: Path
     assert [m["name"] for m in wang.json("members", group)] == ["王阿姨"]
 
 
+def _send_together(group: str, sends: list[tuple[Profile, tuple[str, ...]]]) -> None:
+    """Run several CLI commands at once, as separate processes; each must succeed."""
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "townsquare.cli", "--home", str(p.home), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for p, args in sends
+    ]
+    for process in running:
+        assert process.stderr is not None
+        status = process.wait(timeout=COMMAND_TIMEOUT_SECONDS)
+        err = process.stderr.read().decode("utf-8", "replace")
+        process.stderr.close()
+        assert status == 0, err
+        assert "Traceback" not in err
+
+
+def test_invite_join_race_remove_and_leave(relay_process: Any, tmp_path: Path) -> None:
+    """Issue 5, Must show 1: a group filled by invite links, with a commit racing messages."""
+    wang, li, zhao = profiles(tmp_path, relay_process.url, "王阿姨", "李叔", "Zhao")
+    group = wang.json("group", "create", "王家村 Wang Village")["group_id"]
+    link = wang.json("invite", group)["link"]
+    assert link.startswith(f"{relay_process.url}/j/{group}#")
+    secret = link.rsplit("#", 1)[1]
+    for profile in (li, zhao):
+        assert profile.json("join", link) == {"group_id": group, "state": "joined"}
+    for profile in (wang, li, zhao):
+        profile.run("sync")
+    for profile in (wang, li, zhao):
+        names = {m["name"] for m in profile.json("members", group)}
+        assert names == {"王阿姨", "李叔", "Zhao"}
+        (summary,) = profile.json("groups")
+        assert summary["title"] == "王家村 Wang Village"
+
+    name_of = {wang: "王阿姨", li: "李叔", zhao: "Zhao"}
+    said = [
+        (wang, "明天上午九点在村委会开会"),
+        (li, "好的，我会带茶叶"),
+        (zhao, "I'll bring the chairs"),
+    ]
+    for profile, text in said:
+        assert profile.json("send", group, text)["state"] == "sent"
+    # Two members send at once while the admin commits (new keys): the commit races
+    # the messages; a message that lost the race is re-encrypted and sent again.
+    together = [(li, "同时发送 one"), (zhao, "at the same time two")]
+    _send_together(
+        group,
+        [(wang, ("rekey", group)), *((p, ("send", group, text)) for p, text in together)],
+    )
+    for _ in range(2):
+        for profile in (wang, li, zhao):
+            profile.run("sync")
+    expected = [(name_of[p], text) for p, text in said]
+    concurrent = wang.texts(group)[len(expected) :]
+    assert sorted(concurrent) == sorted((name_of[p], text) for p, text in together)
+    expected += concurrent
+    for profile in (wang, li, zhao):
+        assert profile.texts(group) == expected  # everything, once, in one order
+
+    # Remove Zhao: he sees nothing sent after it, and his old link is refused.
+    zhao_id = next(m["id"] for m in wang.json("members", group) if m["name"] == "Zhao")
+    wang.run("remove", group, zhao_id)
+    wang.json("send", group, "Zhao 不在了")
+    assert "Removed from group" in zhao.run("sync").stdout
+    assert zhao.texts(group) == expected
+    err = zhao.run("join", link, status=1).stderr
+    assert "invite was refused: invite-not-found" in err
+    expected.append(("王阿姨", "Zhao 不在了"))
+
+    # A new link; 李叔 leaves (committed by 王阿姨's next sync) and sees nothing after.
+    second = wang.json("invite", group)["link"]
+    assert second.rsplit("#", 1)[1] != secret
+    li.run("sync")
+    assert "Leaving" in li.run("leave", group).stdout
+    wang.run("sync")
+    assert "Left group" in li.run("sync").stdout
+    wang.json("send", group, "after 李叔 left")
+    li.run("sync")
+    assert li.texts(group) == expected
+    err = li.run("join", second, status=1).stderr
+    assert "invite was refused: invite-not-found" in err  # leaving reset the invites too
+    wang.run("sync")
+    assert wang.texts(group) == [*expected, ("王阿姨", "after 李叔 left")]
+    assert [m["name"] for m in wang.json("members", group)] == ["王阿姨"]
+
+
 def test_send_while_the_relay_is_down_queues(own_relay_process: Any, tmp_path: Path) -> None:
     relay = own_relay_process
     wang, li = profiles(tmp_path, relay.url, "王阿姨", "Li")

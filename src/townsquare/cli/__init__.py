@@ -3,9 +3,8 @@ The ``townsquare`` command.
 
 ``townsquare serve`` runs a relay; the member commands (``init``, ``whoami``,
 ``group create``, ``add``, ``send``, ``sync``, ``messages``, ``members``,
-``remove``, ``leave``; ``invite`` and ``join`` say they are not available
-yet) drive the client SDK on a device's home folder, given as ``--home DIR``
-before the command. Each subcommand module has an ``add_parser(s)``
+``remove``, ``leave``, ``invite``, ``join``, ``rekey``) drive the client SDK
+on a device's home folder, given as ``--home DIR`` before the command. Each subcommand module has an ``add_parser(s)``
 function that registers it and ``run`` functions that return the exit
 status. Expected failures print one line on stderr and exit non-zero.
 """
@@ -46,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # The member commands' options; every other argument is a positional one.
 _FLAGS = frozenset({"--json", "--all", "-h", "--help"})
-_VALUED = ("--timeout", "--relay", "--name")
+_VALUED = ("--timeout", "--relay", "--name", "--days", "--uses")
 _GLOBAL_VALUED = ("--home",)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+from townsquare import auth
 from townsquare.cli.session import (
     CommandError,
     Session,
@@ -30,12 +31,13 @@ from townsquare.cli.session import (
 from townsquare.client.core.client import Client
 from townsquare.client.core.events import (
     GroupJoined,
+    JoinFailed,
     MessageReceived,
     RemovedFromGroup,
 )
 from townsquare.client.core.messages import StoredMessage
 
-__all__ = ["COMMANDS", "DEFAULT_TIMEOUT_SECONDS", "INVITES_UNAVAILABLE", "add_parsers"]
+__all__ = ["COMMANDS", "DEFAULT_TIMEOUT_SECONDS", "add_parsers"]
 
 #: The member commands (``group`` has subcommands).
 COMMANDS = frozenset(
@@ -53,11 +55,11 @@ COMMANDS = frozenset(
         "leave",
         "invite",
         "join",
+        "rekey",
     }
 )
 #: The most a command waits for the relay to finish a sync, in seconds.
 DEFAULT_TIMEOUT_SECONDS = 30.0
-INVITES_UNAVAILABLE = "not available yet: invites are not implemented on the relay"
 # Kinds ``messages`` leaves out unless ``--all``: bookkeeping, not conversation.
 _HIDDEN_KINDS = frozenset({"profile", "group_title"})
 
@@ -156,23 +158,88 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _sync_flags(p)
     p.set_defaults(run=_online(_leave))
 
-    p = commands.add_parser("invite", help="make an invite link (not available yet)")
+    p = commands.add_parser("rekey", help="refresh this device's keys in a group (a commit)")
     p.add_argument("group", metavar="GROUP")
-    _json_flag(p)
-    p.set_defaults(run=_unavailable)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_rekey))
 
-    p = commands.add_parser("join", help="join a group by an invite link (not available yet)")
+    p = commands.add_parser("invite", help="make an invite link for a group (admins)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument(
+        "--days", type=int, default=None, help="how many days the link works (default: 30)"
+    )
+    p.add_argument(
+        "--uses", type=int, default=None, help="how many people may join by it (default: 1000)"
+    )
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_invite))
+
+    p = commands.add_parser("join", help="join a group by an invite link")
     p.add_argument("link", metavar="LINK")
     _json_flag(p)
-    p.set_defaults(run=_unavailable)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_join))
 
 
 # -- Commands ------------------------------------------------------------------------------
 
 
-def _unavailable(args: argparse.Namespace) -> int:
-    del args
-    raise CommandError(INVITES_UNAVAILABLE, status=2)
+async def _rekey(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        s.driver.update_keys(group_id)
+        done = await s.sync()
+        _fail_on(s)
+    out("Keys refreshed." if done else "Queued: the new keys are sent at the next sync.")
+    return 0
+
+
+async def _invite(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    if (args.days is not None and args.days <= 0) or (args.uses is not None and args.uses <= 0):
+        raise CommandError("--days and --uses are positive", status=2)
+    async with open_online(args.home, timeout=args.timeout) as s:
+        if not await s.reachable():
+            raise CommandError(f"cannot reach the relay at {s.relay}: an invite needs it")
+        link = s.driver.create_invite(
+            group_id,
+            lifetime_seconds=None if args.days is None else args.days * 86_400,
+            max_uses=args.uses,
+        )
+        secret = auth.decode_b64u(link.rsplit("#", 1)[1])
+        await s.sync()
+        _fail_on(s)
+        ready = s.client.invite_ready(group_id, secret)
+    if not ready:
+        raise CommandError("the relay did not take the invite in time; try again")
+    if args.json:
+        print_json({"link": link})
+    else:
+        out("Share this link with the people you want in the group:")
+        out(f"  {link}")
+    return 0
+
+
+async def _join(args: argparse.Namespace) -> int:
+    async with open_online(args.home, timeout=args.timeout) as s:
+        group_id = s.driver.join(args.link)
+        await s.sync()
+        s.drain()
+        refused = [e for e in s.events if isinstance(e, JoinFailed) and e.group_id == group_id]
+        if refused:
+            raise CommandError(f"the invite was refused: {refused[-1].code}")
+        joined = group_id not in s.client.joining()
+        _fail_on(s)
+        title = s.client.group(group_id).title if joined else None
+    state = "joined" if joined else "queued"
+    if args.json:
+        print_json({"group_id": encode_id(group_id), "state": state})
+    elif joined:
+        out(f"Joined {title or 'the group'}: {encode_id(group_id)}")
+    else:
+        out("Queued: `townsquare sync` joins when the relay answers.")
+    return 0
 
 
 def _identity(client: Client) -> dict[str, Any]:

@@ -16,7 +16,13 @@ names one cause; catching a parent catches its whole branch::
     ├── StoreError                 the device's own store failed
     │   ├── StoreFailed            a write failed; the in-memory state was reloaded from disk
     │   └── StoreCorrupt           the store's records do not decode or do not fit together
-    └── ConnectionFailed           (driver) the relay could not be reached in time
+    ├── ConnectionFailed           (driver) the relay could not be reached in time
+    └── AttachmentError            a downloaded attachment cannot be used
+        ├── AttachmentSizeMismatch     its length is not the one its message gives
+        ├── AttachmentHashMismatch     its SHA-256 is not the one its message gives
+        └── AttachmentDecryptionFailed its key does not open it (AEAD tag)
+
+``InvalidAttachmentKey`` (a ``UsageError``): a key or hash of the wrong length.
 
 The core never raises for a network failure or a relay's refusal: those
 become retries (with backoff) or events (``SendFailed``, ``CommitRejected``,
@@ -27,11 +33,18 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyInitialized",
+    "AttachmentDecryptionFailed",
+    "AttachmentError",
+    "AttachmentHashMismatch",
+    "AttachmentSizeMismatch",
     "ClientError",
     "ConnectionFailed",
     "GroupClosed",
+    "InvalidAttachmentKey",
+    "InvalidInvite",
     "InvalidMessage",
     "NotAGroupMember",
+    "NotAnAdmin",
     "NotInitialized",
     "ProtocolError",
     "StoreCorrupt",
@@ -51,6 +64,18 @@ class ClientError(Exception):
 class UsageError(ClientError):
     """
     The application called the SDK in a way it does not support.
+    """
+
+
+class NotAnAdmin(UsageError):
+    """
+    The group's policy lets only its admins do this (add, remove others, manage invites).
+    """
+
+
+class InvalidInvite(UsageError):
+    """
+    An invite link that does not parse, or names another relay than this device's.
     """
 
 
@@ -117,4 +142,37 @@ class StoreCorrupt(StoreError):
 class ConnectionFailed(ClientError):
     """
     The relay could not be reached, or did not answer in time (raised by the driver).
+    """
+
+
+class InvalidAttachmentKey(UsageError):
+    """
+    An attachment key or hash of the wrong length was given (32 bytes each).
+    """
+
+
+class AttachmentError(ClientError):
+    """
+    A downloaded attachment cannot be used: its bytes are not the ones its message names.
+
+    Nothing is shown from it. The relay (or the network) changed or swapped the blob,
+    or the sender made a mistake; the message itself is still authentic.
+    """
+
+
+class AttachmentSizeMismatch(AttachmentError):
+    """
+    The blob's length is not the ``size`` given in its message.
+    """
+
+
+class AttachmentHashMismatch(AttachmentError):
+    """
+    The blob's SHA-256 is not the ``sha256`` given in its message.
+    """
+
+
+class AttachmentDecryptionFailed(AttachmentError):
+    """
+    The blob's authentication tag does not verify under the key in its message.
     """

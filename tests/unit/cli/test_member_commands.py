@@ -164,12 +164,10 @@ def test_expected_failures_are_one_line_without_a_traceback(
     _, err = wang.run("messages", "AAAA", status=1)
     assert "no group" in err
     _, err = wang.run("init", "--relay", "ftp://x", "--name", "n", status=1)
-    for args in (("invite", "AAAA"), ("join", "https://example/#x")):
-        _, err = wang.run(*args, status=2)
-        assert (
-            err
-            == "townsquare: error: not available yet: invites are not implemented on the relay\n"
-        )
+    _, err = wang.run("join", "https://example/#x", status=1)
+    assert err.startswith("townsquare: error: not an invite link")
+    _, err = wang.run("invite", "AAAA", "--days", "0", status=2)
+    assert err == "townsquare: error: --days and --uses are positive\n"
 
     net.down = True
     _, err = Cli(tmp_path / "new", capsys).run("init", "--relay", RELAY, "--name", "n", status=1)

@@ -233,8 +233,8 @@ def test_sole_member_leaving_closes_at_once(network: Network, make_client) -> No
 def test_new_member_learns_names_and_title(network: Network, trio, make_client) -> None:
     alice, bob, carol, group_id = trio
     dave = make_client("dave")
-    bob.add_members(group_id, [dave.device.account_key], now=network.now)
-    network.settle([bob])
+    alice.add_members(group_id, [dave.device.account_key], now=network.now)
+    network.settle([alice])
     catch_up(network, [alice, bob, carol, dave])
     catch_up(network, [alice, bob, carol, dave])
     assert dave.group(group_id).title == "王家村"

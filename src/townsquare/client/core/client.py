@@ -51,8 +51,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from townsquare import auth, wire
+from townsquare.auth import group_policy as rules
+from townsquare.auth import invites as invite_keys
 from townsquare.client.core import relay_api as api
-from townsquare.client.core.device import Device, check_device_credential
+from townsquare.client.core.device import Device, check_device_credential, device_capabilities
 from townsquare.client.core.events import (
     AddFailed,
     CommitAccepted,
@@ -62,6 +64,10 @@ from townsquare.client.core.events import (
     Event,
     GroupCreated,
     GroupJoined,
+    GroupResynced,
+    InviteFailed,
+    InviteReady,
+    JoinFailed,
     KeyPackagesUploaded,
     MemberJoined,
     MemberLeft,
@@ -93,6 +99,16 @@ from townsquare.client.core.groups import (
     encode_status,
     profile_key,
 )
+from townsquare.client.core.invites import (
+    INVITE_PREFIX,
+    JOIN_PREFIX,
+    InviteRecord,
+    JoinRecord,
+    decode_invite,
+    decode_join,
+    invite_record_key,
+    join_record_key,
+)
 from townsquare.client.core.key_packages import KeyPackagePool, PooledKeyPackage
 from townsquare.client.core.messages import (
     MESSAGE_PREFIX,
@@ -118,8 +134,10 @@ from townsquare.client.core.store import ClientStore
 from townsquare.client.errors import (
     AlreadyInitialized,
     GroupClosed,
+    InvalidInvite,
     InvalidMessage,
     NotAGroupMember,
+    NotAnAdmin,
     NotInitialized,
     ProtocolError,
     StoreCorrupt,
@@ -131,12 +149,13 @@ from townsquare.client.errors import (
 from townsquare.mls.ciphersuite import CipherSuite, Rng, get_cipher_suite
 from townsquare.mls.errors import DecodeError, MLSError
 from townsquare.mls.framing import MLSMessage
-from townsquare.mls.group import ApplicationMessage, Group, GroupConfig, StagedCommit
+from townsquare.mls.group import ApplicationMessage, ExternalJoin, Group, GroupConfig, StagedCommit
 from townsquare.mls.group_store import GroupNotStored, GroupPersistence, GroupStore
 from townsquare.mls.group_store import StoreCorrupt as MLSStoreCorrupt
 from townsquare.mls.key_package import KeyPackage, validate_key_package
-from townsquare.mls.proposals import Add, Proposal, Remove
+from townsquare.mls.proposals import Add, ExternalInit, Proposal, Remove
 from townsquare.mls.public_group import peek
+from townsquare.mls.ratchet_tree import RatchetTree
 from townsquare.mls.registries import ContentType
 from townsquare.mls.tree_math import LeafIndex
 from townsquare.mls.welcome import Welcome
@@ -165,6 +184,8 @@ class ClientConfig:
         another member's proposal, so that not every member online commits at once.
     :param padding_block: pad application messages to a multiple of this (RFC 9420 §6.3.1).
     :param max_past_epochs: past epochs whose keys are kept for late messages.
+    :param invite_lifetime_seconds: how long a new invite link works.
+    :param invite_max_uses: how many devices may join by one invite link.
     """
 
     cipher_suite: int = 1
@@ -177,6 +198,8 @@ class ClientConfig:
     commit_delay_seconds: float = 3.0
     padding_block: int = 32
     max_past_epochs: int = 2
+    invite_lifetime_seconds: int = 30 * 86_400
+    invite_max_uses: int = 1_000
 
     def group_config(self) -> GroupConfig:
         """
@@ -240,7 +263,85 @@ class _CursorAck:
     seq: int
 
 
-_Purpose = _Register | _Count | _Upload | _Welcomes | _Claim | _Send | _Fetch | _CursorAck
+@dataclass(frozen=True, slots=True)
+class _InviteSync:
+    group_id: bytes
+    invite_key: bytes
+    epoch: int
+    create: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ExternalInfo:
+    group_id: bytes
+    by_invite: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ExternalPost:
+    group_id: bytes
+    digest: bytes
+
+
+_Purpose = (
+    _Register
+    | _Count
+    | _Upload
+    | _Welcomes
+    | _Claim
+    | _Send
+    | _Fetch
+    | _CursorAck
+    | _InviteSync
+    | _ExternalInfo
+    | _ExternalPost
+)
+
+#: Problem codes that end a join by link for good.
+_JOIN_REFUSALS = frozenset(
+    {
+        "invite-not-found",
+        "invite-expired",
+        "invite-used-up",
+        "invite-signature-invalid",
+        "external-commit-refused",
+        "invalid-commit",
+        "unknown-group",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _BuiltExternal:
+    """
+    An external commit ready to post, and the group it leads to once accepted.
+    """
+
+    join: ExternalJoin
+    group_info: bytes
+    client_message_id: bytes
+    invite_key: bytes | None
+    invite_signature: bytes | None
+    digest: bytes
+
+
+class _External:
+    """
+    An external commit being made (RFC 9420 §12.4.3.2): a join by invite link, or a resync.
+
+    A join reads the invite's sealed GroupInfo (``secret`` set); a resync, or a
+    join whose commit the relay stored before a crash (so that the device is
+    a member already), reads the group's current GroupInfo as a member.
+    """
+
+    __slots__ = ("built", "by_invite", "group_id", "secret", "slot")
+
+    def __init__(self, group_id: bytes, secret: bytes | None) -> None:
+        self.group_id = group_id
+        self.secret = secret
+        self.by_invite = secret is not None
+        self.slot = Slot(wanted=True)
+        self.built: _BuiltExternal | None = None
 
 
 class _Outcome(enum.Enum):
@@ -360,9 +461,12 @@ class _GroupState:
         "cursor_ack",
         "fetch",
         "group_id",
+        "invite_records",
+        "invites",
         "needs_resync",
         "outbox",
         "persistence",
+        "reseal_epoch",
         "send",
         "send_blocked",
         "stale_epoch",
@@ -384,6 +488,11 @@ class _GroupState:
         self.send_blocked = False
         self.stale_epoch: int | None = None
         self.commit_not_before = 0.0
+        self.invites = Slot()
+        self.invite_records: dict[bytes, InviteRecord] = {}
+        # The epoch this device committed or joined at: it reseals every invite it
+        # holds the secret of (another's invites only then, its own always).
+        self.reseal_epoch = -1
 
     @property
     def group(self) -> Group:
@@ -417,6 +526,7 @@ class Client:
         "_device",
         "_display_name",
         "_events",
+        "_external",
         "_group_config",
         "_groups",
         "_in_flight",
@@ -465,6 +575,7 @@ class Client:
         self._registered = False
         self._display_name: str | None = None
         self._unuploaded: list[PooledKeyPackage] = []
+        self._external: dict[bytes, _External] = {}
 
         records = store.device_records()
         device_bytes = records.get(_DEVICE_KEY)
@@ -472,6 +583,12 @@ class Client:
             self._load_device(Device.decode(device_bytes))
         for group_id in store.group_ids():
             self._load_group(group_id)
+        for key, value in records.scan(JOIN_PREFIX):
+            group_id = bytes.fromhex(key[len(JOIN_PREFIX) :])
+            self._external[group_id] = _External(group_id, decode_join(key, value).secret)
+        for state in self._groups.values():
+            if state.needs_resync and not state.status.closed:
+                self._external.setdefault(state.group_id, _External(state.group_id, None))
 
     def _load_device(self, device: Device) -> None:
         records = self._store.device_records()
@@ -514,6 +631,11 @@ class Client:
             self._next_number = max(self._next_number, number + 1)
         state.outbox = outbox
         state.send_blocked = False
+        state.invite_records = {
+            bytes.fromhex(key[len(INVITE_PREFIX) :]): decode_invite(key, value)
+            for key, value in store.scan(INVITE_PREFIX)
+        }
+        state.invites.wanted = bool(state.invite_records)
         self._groups[group_id] = state
         return state
 
@@ -706,7 +828,9 @@ class Client:
         except wire.UsageError as exc:
             raise InvalidMessage(str(exc)) from exc
 
-    def create_group(self, *, title: str | None = None, now: float) -> bytes:
+    def create_group(
+        self, *, title: str | None = None, members_can_add: bool = False, now: float
+    ) -> bytes:
         """
         Create a group with this device as its only member.
 
@@ -714,6 +838,8 @@ class Client:
         our Profile) are stored in one batch before this returns.
 
         :param title: the group's title (a GroupTitle message), or ``None``.
+        :param members_can_add: whether any member may add members (else only admins; this
+            device is the first admin).
         :param now: Unix seconds.
         :returns: the new group's id (16 random bytes).
         :raises NotInitialized: before :meth:`initialize`.
@@ -737,7 +863,16 @@ class Client:
             now=int(now),
             lifetime_seconds=self._config.key_package_lifetime_seconds,
         )
-        group = Group.create(bundle, group_id=group_id, rng=self._rng, config=self._group_config)
+        device = self._require_device()[0]
+        # The creator is the group's first admin (townsquare.auth.group_policy).
+        policy = rules.GroupPolicy(admins=(device.device_key,), members_can_add=members_can_add)
+        group = Group.create(
+            bundle,
+            group_id=group_id,
+            rng=self._rng,
+            extensions=(policy.extension(),),
+            config=self._group_config,
+        )
         state = _GroupState(group_id)
         state.persistence = GroupPersistence(group, self._store.group_records(group_id))
         state.status = GroupStatus.CREATING
@@ -879,6 +1014,7 @@ class Client:
         """
         del now
         state = self._committable(group_id)
+        self._require_admin(state, "add members", adds=True)
         for account_key in account_keys:
             try:
                 auth.check_public_key(account_key)
@@ -902,6 +1038,7 @@ class Client:
         :raises StoreFailed: if the store fails (nothing was accepted).
         """
         state = self._committable(group_id)
+        self._require_admin(state, "add members", adds=True)
         for key_package in key_packages:
             self._check_key_package(key_package, now)
         txn = _Txn(state.store)
@@ -938,6 +1075,7 @@ class Client:
         device, _ = self._require_device()
         if device_key == device.device_key:
             raise UsageError("a device cannot remove itself; leave the group instead")
+        self._require_admin(state, "remove members")
         if device_key not in {m.leaf_node.signature_key for m in state.group.members()}:
             raise NotAGroupMember(f"no member {_short(device_key)} in {_short(group_id)}")
         txn = _Txn(state.store)
@@ -988,6 +1126,120 @@ class Client:
                 ),
             )
         self._save(state, txn)
+
+    # -- Authority and invites ---------------------------------------------------------
+
+    def admins(self, group_id: bytes) -> frozenset[bytes] | None:
+        """
+        :returns: the device keys acting as the group's admins (see
+            :mod:`townsquare.auth.group_policy`), or ``None`` if the group has no policy.
+        :raises UnknownGroup: if this device holds no such group.
+        """
+        group = self._state(group_id).group
+        policy = rules.group_policy(group.context.extensions)
+        if policy is None:
+            return None
+        members = {int(m.leaf_index): m.leaf_node.signature_key for m in group.members()}
+        return rules.effective_admins(policy, members)
+
+    def _require_admin(self, state: _GroupState, what: str, *, adds: bool = False) -> None:
+        group = state.group
+        policy = rules.group_policy(group.context.extensions)
+        if policy is None or (adds and policy.members_can_add):
+            return
+        admins = self.admins(state.group_id) or frozenset()
+        if self._require_device()[0].device_key not in admins:
+            raise NotAnAdmin(f"only an admin of the group may {what}")
+
+    def create_invite(
+        self,
+        group_id: bytes,
+        *,
+        now: float,
+        lifetime_seconds: int | None = None,
+        max_uses: int | None = None,
+    ) -> bytes:
+        """
+        Make an invite link's secret for the group, and publish the invite.
+
+        The secret (``townsquare.auth.invites``) never reaches the relay: it
+        gets the invite's public key and the current GroupInfo sealed under
+        the secret, now and after every epoch change. The link works once an
+        :class:`InviteReady` event names it (:meth:`invite_ready`).
+
+        :returns: the secret, for :func:`townsquare.auth.invites.invite_link`.
+        :raises UnknownGroup: if this device holds no such group.
+        :raises GroupClosed: if we left, are leaving, or were removed.
+        :raises NotAnAdmin: if the group's policy lets only admins invite.
+        :raises UsageError: if the lifetime or use count is not positive.
+        :raises StoreFailed: if the store fails (nothing was accepted).
+        """
+        state = self._committable(group_id)
+        self._require_admin(state, "invite")
+        lifetime = lifetime_seconds or self._config.invite_lifetime_seconds
+        uses = max_uses or self._config.invite_max_uses
+        if lifetime <= 0 or uses <= 0:
+            raise UsageError("an invite's lifetime and use count are positive")
+        secret = self._rng(invite_keys.SECRET_BYTES)
+        invite_key = invite_keys.derive_invite_keys(secret).signing_public_key
+        record = InviteRecord(
+            secret=secret, expires_at=int(now) + lifetime, max_uses=uses, sealed_epoch=0, mine=1
+        )
+        txn = _Txn(state.store)
+        txn.put(invite_record_key(invite_key), record.encode())
+        self._save(state, txn)
+        state.invite_records[invite_key] = record
+        state.invites.wanted = True
+        state.invites.not_before = min(state.invites.not_before, now)
+        return secret
+
+    def invite_ready(self, group_id: bytes, secret: bytes) -> bool | None:
+        """
+        :returns: whether the relay holds the invite (``True``), not yet (``False``), or
+            refused or revoked it (``None``).
+        :raises UnknownGroup: if this device holds no such group.
+        """
+        state = self._state(group_id)
+        record = state.invite_records.get(invite_keys.derive_invite_keys(secret).signing_public_key)
+        if record is None:
+            return None
+        return record.sealed_epoch > 0
+
+    def join(self, group_id: bytes, secret: bytes, *, now: float) -> None:
+        """
+        Join a group by an invite link (its group id and secret), by external commit.
+
+        The join is stored before this returns and goes on across restarts:
+        the invite's sealed GroupInfo is read and opened, an external commit
+        (RFC 9420 §12.4.3.2) signed with the invite key is posted, and once the
+        relay accepts it a :class:`GroupJoined` event follows (or
+        :class:`JoinFailed` if the invite is reset, expired or used up).
+
+        :raises NotInitialized: before :meth:`initialize`.
+        :raises UsageError: if this device is already a member of the group.
+        :raises InvalidInvite: if the secret is not an invite secret.
+        :raises StoreFailed: if the store fails.
+        """
+        self._require_device()
+        if len(secret) != invite_keys.SECRET_BYTES:
+            raise InvalidInvite("an invite secret is 32 bytes")
+        existing = self._groups.get(group_id)
+        if existing is not None and not existing.status.closed:
+            raise UsageError("this device is already a member of the group")
+        if group_id in self._external:
+            return
+        record = JoinRecord(secret=secret, created_at=int(now))
+        try:
+            self._store.device_records().apply({join_record_key(group_id): record.encode()}, ())
+        except StoreError as exc:
+            raise StoreFailed(f"saving the join failed: {exc}") from exc
+        self._external[group_id] = _External(group_id, secret)
+
+    def joining(self) -> tuple[bytes, ...]:
+        """
+        :returns: the groups this device is joining by link (not yet accepted).
+        """
+        return tuple(g for g, e in self._external.items() if e.by_invite or g not in self._groups)
 
     def sync(self, now: float) -> None:
         """
@@ -1089,6 +1341,10 @@ class Client:
             return api.key_package_count(self._request(_Count(), self._count))
         if self._welcomes.due(now):
             return api.fetch_welcomes(self._request(_Welcomes(), self._welcomes))
+        for external in list(self._external.values()):
+            request = self._external_request(external, now)
+            if request is not None:
+                return request
         for state in list(self._groups.values()):
             request = self._group_request(state, now)
             if request is not None:
@@ -1120,6 +1376,16 @@ class Client:
                 rid = self._request(_Send(state.group_id, entry.number, digest), state.send)
                 return self._send_request(rid, state, entry)
         if (
+            state.invites.due(now)
+            and state.status != GroupStatus.CREATING
+            and not state.fetch.wanted
+            and state.fetch.in_flight is None
+        ):
+            request = self._invite_request(state, now)
+            if request is not None:
+                return request
+            state.invites.wanted = False  # every invite is sealed for this epoch
+        if (
             state.cursor_ack.ready(now)
             and state.cursor > state.acked_cursor
             and not state.fetch.wanted
@@ -1128,6 +1394,64 @@ class Client:
             rid = self._request(_CursorAck(state.group_id, state.cursor), state.cursor_ack)
             return api.ack_cursor(rid, state.group_id, state.cursor)
         return None
+
+    def _invite_request(self, state: _GroupState, now: float) -> api.Request | None:
+        """
+        Publish or reseal the first invite whose sealed GroupInfo is not the current epoch's.
+        """
+        group = state.group
+        epoch = group.epoch
+        for invite_key, record in state.invite_records.items():
+            if record.sealed_epoch == epoch + 2 or record.expires_at <= now:
+                continue
+            if not record.mine and state.reseal_epoch != epoch:
+                continue
+            keys = invite_keys.derive_invite_keys(record.secret)
+            # Townsquare choice: the sealed GroupInfo leaves the tree out; the relay
+            # hands it to the newcomer, who checks it against the GroupInfo's tree hash.
+            sealed = invite_keys.seal_group_info(
+                keys,
+                state.group_id,
+                group.group_info(with_ratchet_tree=False),
+                nonce=self._rng(invite_keys.NONCE_BYTES),
+            )
+            create = record.sealed_epoch == 0
+            rid = self._request(
+                _InviteSync(state.group_id, invite_key, epoch, create), state.invites
+            )
+            if create:
+                return api.create_invite(
+                    rid,
+                    state.group_id,
+                    invite_key=invite_key,
+                    sealed_group_info=sealed,
+                    expires_at=record.expires_at,
+                    max_uses=record.max_uses,
+                )
+            return api.update_invite(rid, state.group_id, invite_key, sealed)
+        return None
+
+    def _external_request(self, external: _External, now: float) -> api.Request | None:
+        if not external.slot.due(now):
+            return None
+        group_id = external.group_id
+        built = external.built
+        if built is not None:
+            rid = self._request(_ExternalPost(group_id, built.digest), external.slot)
+            return api.post_message(
+                rid,
+                group_id,
+                built.client_message_id,
+                built.join.commit,
+                group_info=built.group_info,
+                invite_key=built.invite_key,
+                invite_signature=built.invite_signature,
+            )
+        rid = self._request(_ExternalInfo(group_id, external.by_invite), external.slot)
+        if external.by_invite and external.secret is not None:
+            keys = invite_keys.derive_invite_keys(external.secret)
+            return api.get_invite(rid, group_id, keys.signing_public_key)
+        return api.get_group_info(rid, group_id)
 
     @staticmethod
     def _send_request(rid: int, state: _GroupState, entry: OutboxEntry) -> api.Request:
@@ -1297,7 +1621,7 @@ class Client:
             self._count.wanted and self._count.in_flight is None and self._upload.in_flight is None
         ):
             times.append(self._count.not_before)
-        slots: list[Slot] = [self._welcomes]
+        slots: list[Slot] = [self._welcomes, *(e.slot for e in self._external.values())]
         times.extend(s.not_before for s in slots if s.wanted and s.in_flight is None)
         for state in self._groups.values():
             if state.status.closed or state.needs_resync:
@@ -1314,6 +1638,8 @@ class Client:
                 and state.fetch.in_flight is None
             ):
                 times.append(state.cursor_ack.not_before)
+            if state.invites.wanted and state.invites.in_flight is None:
+                times.append(state.invites.not_before)
         return times
 
     def handle_timer(self, now: float) -> None:
@@ -1334,10 +1660,12 @@ class Client:
         slots = [self._register, self._count, self._upload, self._welcomes]
         if any(s.wanted for s in slots) or (self._registered and self._unuploaded):
             return True
+        if self._external:
+            return True
         for state in self._groups.values():
             if state.status.closed or state.needs_resync:
                 continue
-            if state.fetch.wanted or state.outbox:
+            if state.fetch.wanted or state.outbox or state.invites.wanted:
                 return True
             if state.cursor > state.acked_cursor:
                 return True
@@ -1450,6 +1778,12 @@ class Client:
                 return self._upload
             case _Welcomes():
                 return self._welcomes
+            case _ExternalInfo(group_id) | _ExternalPost(group_id):
+                external = self._external.get(group_id)
+                return None if external is None else external.slot
+            case _InviteSync(group_id):
+                invite_state = self._groups.get(group_id)
+                return None if invite_state is None else invite_state.invites
             case _Send(group_id) | _Claim(group_id) | _Fetch(group_id) | _CursorAck(group_id):
                 state = self._groups.get(group_id)
                 if state is None:
@@ -1510,6 +1844,12 @@ class Client:
                 self._on_fetch(answer, purpose)
             case _CursorAck():
                 self._on_cursor_ack(answer, purpose)
+            case _InviteSync():
+                self._on_invite_sync(answer, purpose)
+            case _ExternalInfo():
+                self._on_external_info(answer, purpose)
+            case _ExternalPost():
+                self._on_external_post(answer, purpose)
 
     def _refused(self, slot: Slot, problem: api.Problem | None, path: str, now: float) -> None:
         # Retrying the same request will not help soon; try again much later,
@@ -1755,6 +2095,230 @@ class Client:
         if state is not None:
             state.acked_cursor = max(state.acked_cursor, seq)
 
+    # -- Invites and external commits -------------------------------------------------------
+
+    def _on_invite_sync(self, a: _Answer, p: _InviteSync) -> None:
+        slot, outcome, problem, now = a.slot, a.outcome, a.problem, a.now
+        state = self._groups.get(p.group_id)
+        record = None if state is None else state.invite_records.get(p.invite_key)
+        if state is None or record is None:
+            slot.done()
+            return
+        key = invite_record_key(p.invite_key)
+        txn = _Txn(state.store)
+        if outcome in (_Outcome.OK, _Outcome.EXISTS):
+            # "exists": an earlier attempt was stored (we crashed before its answer);
+            # its epoch is unknown, so the next round reseals (1: published, epoch unknown).
+            sealed = p.epoch + 2 if outcome == _Outcome.OK else 1
+            updated = replace(record, sealed_epoch=sealed)
+            txn.put(key, updated.encode())
+            if record.sealed_epoch == 0 and record.mine:
+                txn.events.append(InviteReady(p.group_id, p.invite_key))
+            self._save(state, txn)
+            state.invite_records[p.invite_key] = updated
+            slot.done()
+            state.invites.wanted = True  # the next stale invite, if any
+            return
+        if outcome == _Outcome.STALE:
+            slot.failed(now, self._config.retry, self._rng)
+            return
+        # Refused (not an admin, revoked, expired, not a member): this invite is over here.
+        code = problem.code if problem else ""
+        txn.delete(key)
+        txn.events.append(InviteFailed(p.group_id, p.invite_key, code))
+        self._save(state, txn)
+        del state.invite_records[p.invite_key]
+        slot.done()
+        state.invites.wanted = bool(state.invite_records)
+
+    def _open_group(self, group_id: bytes) -> _GroupState | None:
+        state = self._groups.get(group_id)
+        return None if state is None or state.status.closed else state
+
+    def _end_external(self, external: _External) -> None:
+        self._external.pop(external.group_id, None)
+        if external.secret is not None:
+            self._store.device_records().apply({}, (join_record_key(external.group_id),))
+
+    def _join_failed(self, external: _External, code: str) -> None:
+        self._end_external(external)
+        self._events.append(JoinFailed(external.group_id, code))
+
+    def _on_external_info(self, a: _Answer, p: _ExternalInfo) -> None:
+        slot, outcome, problem, response, now = a.slot, a.outcome, a.problem, a.response, a.now
+        external = self._external.get(p.group_id)
+        if external is None:
+            slot.done()
+            return
+        code = problem.code if problem else ""
+        if outcome == _Outcome.OK:
+            published = (
+                api.parse_invite(response) if p.by_invite else api.parse_group_info(response)
+            )
+            try:
+                external.built = self._build_external(external, published, now)
+            except (MLSError, auth.AuthError) as exc:
+                if external.by_invite and self._open_group(external.group_id) is None:
+                    self._join_failed(external, f"invalid-group-info: {type(exc).__name__}")
+                    slot.done()
+                    return
+                # The relay's GroupInfo may be mid-update: try again later.
+                self._refused(slot, problem, "group-info", now)
+                return
+            slot.done()
+            external.slot.wanted = True
+            return
+        if outcome == _Outcome.NOT_MEMBER:
+            slot.done()
+            state = self._groups.get(p.group_id)
+            if external.secret is not None:
+                # Not (yet) a member: back to the invite.
+                external.by_invite = True
+                slot.failed(now, self._config.retry, self._rng)
+                return
+            self._end_external(external)
+            if state is not None and not state.status.closed:
+                txn = _Txn(state.store)
+                self._close(state, GroupStatus.REMOVED, txn, reason="removed")
+                txn.events.append(RemovedFromGroup(p.group_id, state.group.epoch, left=False))
+                self._save(state, txn)
+            return
+        if p.by_invite and code in _JOIN_REFUSALS and self._open_group(p.group_id) is None:
+            slot.done()
+            self._join_failed(external, code)
+            return
+        self._refused(slot, problem, "group-info", now)
+
+    def _build_external(
+        self, external: _External, published: api.PublishedGroupInfo, now: float
+    ) -> _BuiltExternal:
+        """
+        Build an external commit (RFC 9420 §12.4.3.2) from a published GroupInfo.
+
+        If the tree already holds this device's key (a resync, or a join the
+        relay stored before we crashed), the commit removes that old leaf.
+        """
+        device, _ = self._require_device()
+        group_info, tree = published.group_info, published.ratchet_tree
+        keys = None
+        if external.by_invite and external.secret is not None:
+            keys = invite_keys.derive_invite_keys(external.secret)
+            group_info, sealed_tree = invite_keys.open_group_info(
+                keys, external.group_id, group_info
+            )
+            tree = sealed_tree or tree
+        old_leaf = None
+        if tree:
+            decoded = RatchetTree.decode(self._suite, tree)
+            old_leaf = next(
+                (i for i, leaf in decoded.leaves() if leaf.signature_key == device.device_key),
+                None,
+            )
+        joined = Group.join_external(
+            group_info,
+            credential=device.credential,
+            signature_private_key=device.device_private_key,
+            rng=self._rng,
+            ratchet_tree=tree or None,
+            resync_leaf=old_leaf,
+            config=self._group_config,
+            now=int(now),
+            capabilities=device_capabilities(self._suite),
+        )
+        if joined.group.group_id != external.group_id:
+            raise ProtocolError("the GroupInfo is of another group")
+        return _BuiltExternal(
+            join=joined,
+            group_info=joined.group.group_info(with_ratchet_tree=False),
+            client_message_id=self._new_id(),
+            invite_key=None if keys is None else keys.signing_public_key,
+            invite_signature=(
+                None if keys is None else invite_keys.sign_external_commit(keys, joined.commit)
+            ),
+            digest=_digest(joined.commit),
+        )
+
+    def _on_external_post(self, a: _Answer, p: _ExternalPost) -> None:
+        slot, outcome, problem, response, now = a.slot, a.outcome, a.problem, a.response, a.now
+        external = self._external.get(p.group_id)
+        built = None if external is None else external.built
+        if external is None or built is None or built.digest != p.digest:
+            slot.done()
+            return
+        code = problem.code if problem else ""
+        if outcome in (_Outcome.OK, _Outcome.EXISTS):
+            slot.done()
+            self._install_external(external, built, api.accepted_seq(response), now)
+            return
+        external.built = None
+        if outcome == _Outcome.STALE:
+            # The GroupInfo was stale (a commit came first, and nobody holding the
+            # secret resealed yet): read it again after a moment.
+            slot.failed(now, self._config.retry, self._rng)
+            return
+        if outcome == _Outcome.NOT_MEMBER:
+            slot.done()
+            self._on_external_info(
+                _Answer(slot, outcome, problem, response, now),
+                _ExternalInfo(p.group_id, external.by_invite),
+            )
+            return
+        if external.by_invite and code in _JOIN_REFUSALS and self._open_group(p.group_id) is None:
+            slot.done()
+            self._join_failed(external, code)
+            return
+        self._refused(slot, problem, "messages", now)
+
+    def _install_external(
+        self, external: _External, built: _BuiltExternal, seq: int, now: float
+    ) -> None:
+        """
+        The relay accepted our external commit at ``seq``: its group is ours now.
+
+        A resync keeps the group's messages, names and outbox (re-encrypted for
+        the new epoch when sent); what was sent between our last readable entry
+        and ``seq`` is lost to this device (RFC 9420 §16.6: a new leaf cannot
+        read earlier epochs).
+        """
+        group = built.join.group
+        group_id = external.group_id
+        existing = self._groups.get(group_id)
+        resync = existing is not None and not existing.status.closed
+        state = existing or _GroupState(group_id)
+        state.persistence = GroupPersistence(group, self._store.group_records(group_id))
+        txn = _Txn(state.store)
+        if not resync:
+            state.outbox = {}
+            txn.put(META_KEY, encode_status(GroupStatus.ACTIVE))
+            state.status = GroupStatus.ACTIVE
+        txn.put(CURSOR_KEY, encode_cursor(seq))
+        txn.delete(RESYNC_KEY)
+        if external.secret is not None:
+            keys = invite_keys.derive_invite_keys(external.secret)
+            record = state.invite_records.get(keys.signing_public_key) or InviteRecord(
+                secret=external.secret, expires_at=2**63 - 1, max_uses=1, sealed_epoch=1, mine=0
+            )
+            state.invite_records[keys.signing_public_key] = record
+            txn.put(invite_record_key(keys.signing_public_key), record.encode())
+        if resync:
+            txn.events.append(GroupResynced(group_id, group.epoch))
+        else:
+            txn.events.append(GroupJoined(group_id, group.epoch))
+            if self._display_name is not None:
+                self._enqueue(
+                    state, txn, self._encrypted(state, self._profile(self._display_name, now))
+                )
+        self._groups[group_id] = state
+        self._save(state, txn)
+        state.cursor = seq
+        state.acked_cursor = 0
+        state.needs_resync = False
+        state.send_blocked = False
+        state.reseal_epoch = group.epoch
+        state.fetch.wanted = True
+        state.invites.wanted = bool(state.invite_records)
+        self._end_external(external)
+
     # -- Welcomes ---------------------------------------------------------------------------
 
     def _on_welcomes(self, a: _Answer) -> None:
@@ -1891,6 +2455,7 @@ class Client:
         txn.events.append(ResyncRequired(state.group_id, seq, reason))
         self._save(state, txn)
         state.needs_resync = True
+        self._external.setdefault(state.group_id, _External(state.group_id, None))
 
     def _process_log(self, state: _GroupState, entries: Iterable[api.LogEntry], now: float) -> None:
         """
@@ -1932,6 +2497,7 @@ class Client:
         state.cursor = cursor
         if resync is not None:
             state.needs_resync = True
+            self._external.setdefault(state.group_id, _External(state.group_id, None))
 
     def _own_entry(self, state: _GroupState, digest: bytes) -> OutboxEntry | None:
         for entry in state.outbox.values():
@@ -1977,9 +2543,31 @@ class Client:
             self._receive_application(state, entry.seq, result, txn)
             return False
         if isinstance(result, StagedCommit):
+            refusal = _policy_refusal(group, result)
+            if refusal is not None:
+                return f"the commit at seq {entry.seq} breaks the group's rules: {refusal}"
             self._merge(state, result, _Merge(before=before, own=own, txn=txn, now=now))
             return False
         return True
+
+    def _tells_title(
+        self, state: _GroupState, staged: StagedCommit, before: dict[LeafIndex, bytes]
+    ) -> bool:
+        """
+        Whether this device tells newcomers who joined by external commit the title.
+
+        The joiner committed, and it cannot know the title; Townsquare choice: the
+        admin in the lowest leaf tells it (or, in a group without admins, the
+        member in the lowest leaf), so that exactly one member does.
+        """
+        if not any(isinstance(item.proposal, ExternalInit) for item in staged.covered):
+            return False
+        admins = self.admins(state.group_id)
+        members = sorted(before.items())
+        tellers = [i for i, key in members if admins is None or key in admins] or [
+            i for i, _ in members
+        ]
+        return bool(tellers) and tellers[0] == state.group.own_leaf
 
     def _introduce(self, state: _GroupState, txn: _Txn, now: float, *, with_title: bool) -> None:
         """
@@ -2056,6 +2644,9 @@ class Client:
         txn.events.append(EpochAdvanced(group_id, epoch))
         if staged.own:
             txn.events.append(CommitAccepted(group_id, epoch))
+            state.reseal_epoch = epoch
+        if state.invite_records:
+            state.invites.wanted = True
         old_keys, new_keys = set(before.values()), set(after.values())
         for leaf_index, key in sorted(after.items()):
             if key not in old_keys:
@@ -2064,7 +2655,9 @@ class Client:
             if key not in new_keys:
                 txn.events.append(MemberLeft(group_id, key, int(leaf_index), epoch))
         if new_keys - old_keys:
-            self._introduce(state, txn, now, with_title=staged.own)
+            self._introduce(
+                state, txn, now, with_title=staged.own or self._tells_title(state, staged, before)
+            )
         if state.status == GroupStatus.LEAVING and not any(
             e.kind == EntryKind.PROPOSAL for e in state.outbox.values()
         ):
@@ -2079,3 +2672,24 @@ class Client:
                     epoch=None,
                 ),
             )
+
+
+def _policy_refusal(group: Group, staged: StagedCommit) -> str | None:
+    """
+    :returns: why the group's policy forbids a verified commit, or ``None`` if it allows it.
+    """
+    members = {int(m.leaf_index): m.leaf_node.signature_key for m in group.members()}
+    external = any(isinstance(item.proposal, ExternalInit) for item in staged.covered)
+    try:
+        policy = rules.group_policy(group.context.extensions)
+        committer = members.get(int(staged.committer), b"")
+        rules.check_commit(
+            policy,
+            committer=committer,
+            members=members,
+            covered=staged.covered,
+            external=external,
+        )
+    except (rules.NotPermitted, rules.InvalidGroupPolicy) as exc:
+        return str(exc)
+    return None

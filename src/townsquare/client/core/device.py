@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from townsquare import auth
+from townsquare.auth.group_policy import GROUP_POLICY_EXTENSION
 from townsquare.client.errors import StoreCorrupt
-from townsquare.mls.ciphersuite import Rng
+from townsquare.mls.ciphersuite import CipherSuite, Rng
 from townsquare.mls.codec import U16, U64, Opaque, Struct
 from townsquare.mls.credentials import BasicCredential, Credential
 from townsquare.mls.errors import DecodeError, InvalidCredential
+from townsquare.mls.key_package import default_capabilities
+from townsquare.mls.leaf_node import Capabilities
 
-__all__ = ["DEVICE_FORMAT_VERSION", "Device", "check_device_credential"]
+__all__ = ["DEVICE_FORMAT_VERSION", "Device", "check_device_credential", "device_capabilities"]
 
 #: The version of the stored device record.
 DEVICE_FORMAT_VERSION = 1
@@ -148,3 +151,14 @@ def check_device_credential(credential: Credential, signature_key: bytes) -> Non
         credential.identity, signature_key
     ):
         raise InvalidCredential("a Townsquare credential is the leaf's own signature key")
+
+
+def device_capabilities(suite: CipherSuite) -> Capabilities:
+    """
+    The capabilities of every leaf a Townsquare device makes (RFC 9420 §7.2).
+
+    They list the group policy extension, so that groups may carry it in their
+    GroupContext (RFC 9420 §12.1.7: every member must support a GroupContext
+    extension).
+    """
+    return default_capabilities(suite, extensions=(GROUP_POLICY_EXTENSION,))

@@ -26,6 +26,10 @@ __all__ = [
     "Event",
     "GroupCreated",
     "GroupJoined",
+    "GroupResynced",
+    "InviteFailed",
+    "InviteReady",
+    "JoinFailed",
     "KeyPackagesUploaded",
     "MemberJoined",
     "MemberLeft",
@@ -72,11 +76,55 @@ class GroupCreated:
 @dataclass(frozen=True, slots=True)
 class GroupJoined:
     """
-    This device joined a group from a Welcome (RFC 9420 §12.4.3.1).
+    This device joined a group, from a Welcome (RFC 9420 §12.4.3.1) or by an invite link's
+    external commit (§12.4.3.2).
     """
 
     group_id: bytes
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFailed:
+    """
+    A join by invite link was refused for good (``code``: the relay's problem code, e.g.
+    ``invite-not-found`` for a reset link, ``invite-expired``, ``invite-used-up``).
+    """
+
+    group_id: bytes
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResynced:
+    """
+    This device rejoined a group it could not follow, by an external commit replacing its
+    own leaf (RFC 9420 §12.4.3.2); messages it had stay, those in between are lost to it.
+    """
+
+    group_id: bytes
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class InviteReady:
+    """
+    The relay holds an invite this device made: its link now works.
+    """
+
+    group_id: bytes
+    invite_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InviteFailed:
+    """
+    The relay refused or revoked an invite this device holds (``code``: its problem code).
+    """
+
+    group_id: bytes
+    invite_key: bytes
+    code: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +309,10 @@ Event = (
     | EpochAdvanced
     | GroupCreated
     | GroupJoined
+    | GroupResynced
+    | InviteFailed
+    | InviteReady
+    | JoinFailed
     | KeyPackagesUploaded
     | MemberJoined
     | MemberLeft

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
-from townsquare.client.core.device import Device
+from townsquare.client.core.device import Device, device_capabilities
 from townsquare.client.errors import StoreCorrupt
 from townsquare.mls.ciphersuite import CipherSuite, Rng
 from townsquare.mls.codec import U8, Opaque, Struct
@@ -159,6 +159,7 @@ class KeyPackagePool:
                 not_before=max(0, now - _NOT_BEFORE_SLACK_SECONDS),
                 not_after=now + lifetime_seconds,
             ),
+            capabilities=device_capabilities(self._suite),
         )
 
     def generate(

@@ -20,32 +20,46 @@ from townsquare import auth
 from townsquare.client.errors import ProtocolError
 
 __all__ = [
+    "BLOB",
     "WEBSOCKET_PATH",
+    "BlobRequest",
     "ClaimedKeyPackage",
     "FetchedLog",
     "KeyPackageCounts",
     "LogEntry",
     "PendingWelcome",
     "Problem",
+    "PublishedGroupInfo",
     "Request",
     "Response",
+    "UploadedAttachment",
     "accepted_seq",
     "ack_cursor",
     "auth_frame",
     "challenge_of",
     "claim_account_key_packages",
     "create_group",
+    "create_invite",
+    "download_attachment",
     "fetch_log",
     "fetch_welcomes",
+    "get_group_info",
+    "get_invite",
     "key_package_count",
+    "parse_attachment_blob",
     "parse_claimed",
     "parse_counts",
+    "parse_group_info",
+    "parse_invite",
     "parse_log",
     "parse_problem",
+    "parse_uploaded_attachment",
     "parse_welcomes",
     "post_message",
     "register_account",
     "subscribe_frame",
+    "update_invite",
+    "upload_attachment",
     "upload_key_packages",
 ]
 
@@ -334,12 +348,15 @@ def post_message(
     *,
     welcome: bytes | None = None,
     group_info: bytes | None = None,
+    invite_key: bytes | None = None,
+    invite_signature: bytes | None = None,
 ) -> Request:
     """
     ``POST /v1/groups/{group_id}/messages``: an application message, a proposal, or a commit.
 
     A commit carries the GroupInfo of the epoch it creates and, if it adds
-    members, their Welcome; the relay stores the three atomically.
+    members, their Welcome; the relay stores the three atomically. A
+    newcomer's external commit carries the invite key and its signature.
     """
     body: dict[str, object] = {
         "client_message_id": _b64(client_message_id),
@@ -349,6 +366,9 @@ def post_message(
         body["welcome"] = _b64(welcome)
     if group_info is not None:
         body["group_info"] = _b64(group_info)
+    if invite_key is not None and invite_signature is not None:
+        body["invite_key"] = _b64(invite_key)
+        body["invite_signature"] = _b64(invite_signature)
     return Request(
         request_id=request_id,
         method="POST",
@@ -469,6 +489,111 @@ def parse_welcomes(response: Response) -> list[PendingWelcome]:
 WEBSOCKET_PATH = "/v1/ws"
 
 
+def create_invite(
+    request_id: int,
+    group_id: bytes,
+    *,
+    invite_key: bytes,
+    sealed_group_info: bytes,
+    expires_at: int,
+    max_uses: int,
+) -> Request:
+    """
+    ``POST /v1/groups/{group_id}/invites``: publish an invite (its key, never its secret).
+    """
+    body = {
+        "invite_key": _b64(invite_key),
+        "sealed_group_info": _b64(sealed_group_info),
+        "expires_at": expires_at,
+        "max_uses": max_uses,
+    }
+    return Request(
+        request_id=request_id,
+        method="POST",
+        target=f"{_group_path(group_id)}/invites",
+        body=_body(body),
+    )
+
+
+def update_invite(
+    request_id: int, group_id: bytes, invite_key: bytes, sealed_group_info: bytes
+) -> Request:
+    """
+    ``PUT /v1/groups/{group_id}/invites/{invite_key}``: reseal the current epoch's GroupInfo.
+    """
+    return Request(
+        request_id=request_id,
+        method="PUT",
+        target=f"{_group_path(group_id)}/invites/{_b64(invite_key)}",
+        body=_body({"sealed_group_info": _b64(sealed_group_info)}),
+    )
+
+
+def get_invite(request_id: int, group_id: bytes, invite_key: bytes) -> Request:
+    """
+    ``GET /v1/groups/{group_id}/invites/{invite_key}``: a newcomer reads the sealed GroupInfo.
+    """
+    return Request(
+        request_id=request_id,
+        method="GET",
+        target=f"{_group_path(group_id)}/invites/{_b64(invite_key)}",
+        body=b"",
+    )
+
+
+def get_group_info(request_id: int, group_id: bytes) -> Request:
+    """
+    ``GET /v1/groups/{group_id}/group-info``: a member reads the current GroupInfo (resync).
+    """
+    return Request(
+        request_id=request_id,
+        method="GET",
+        target=f"{_group_path(group_id)}/group-info",
+        body=b"",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedGroupInfo:
+    """
+    What a joiner builds its external commit from: a GroupInfo and the group's tree.
+
+    ``group_info`` is the encoded MLSMessage(GroupInfo); for an invite, the
+    sealed blob still to be opened with the link's secret. ``ratchet_tree``
+    is the relay's copy of the tree (checked against the GroupInfo's tree
+    hash when joining), empty if the relay sent none.
+    """
+
+    group_info: bytes
+    ratchet_tree: bytes
+
+
+def parse_invite(response: Response) -> PublishedGroupInfo:
+    """
+    :returns: the invite's sealed GroupInfo and the group's current tree.
+    :raises ProtocolError: if the answer lacks them.
+    """
+    obj = _json_object(response)
+    tree = obj.get("ratchet_tree")
+    return PublishedGroupInfo(
+        group_info=_bytes(obj, "sealed_group_info"),
+        ratchet_tree=b"" if tree is None else _bytes(obj, "ratchet_tree"),
+    )
+
+
+def parse_group_info(response: Response) -> PublishedGroupInfo:
+    """
+    :returns: the group's current GroupInfo and tree.
+    :raises ProtocolError: if the answer lacks them.
+    """
+    obj = _json_object(response)
+    tree = obj.get("ratchet_tree")
+    return PublishedGroupInfo(
+        group_info=_bytes(obj, "group_info"),
+        ratchet_tree=b"" if tree is None else _bytes(obj, "ratchet_tree"),
+    )
+
+
 def subscribe_frame(group_ids: Sequence[bytes]) -> str:
     """
     :returns: the ``subscribe`` frame for ``group_ids`` (at most 256 per frame).
@@ -500,3 +625,70 @@ def challenge_of(frame: str | bytes) -> bytes | None:
         return auth.decode_b64u(challenge)
     except auth.AuthError:
         return None
+
+
+# -- Attachments (docs/protocol.md, Attachments) ----------------------------------------------
+
+#: The media type of an attachment's bytes, both ways.
+BLOB = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobRequest(Request):
+    """
+    A request whose body is an attachment's bytes, sent as they are rather than as JSON.
+    """
+
+    @property
+    def content_type(self) -> str | None:
+        """
+        Always :data:`BLOB`.
+        """
+        return BLOB
+
+
+def upload_attachment(request_id: int, blob: bytes) -> BlobRequest:
+    """
+    ``POST /v1/attachments``: store an encrypted blob (``townsquare.client.attachments``).
+    """
+    return BlobRequest(request_id=request_id, method="POST", target="/v1/attachments", body=blob)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedAttachment:
+    """
+    Where the relay stored a blob: its SHA-256 (the address), its size and its expiry.
+    """
+
+    sha256: bytes
+    size: int
+    expires_at: int
+
+
+def parse_uploaded_attachment(response: Response) -> UploadedAttachment:
+    """
+    :returns: the stored blob's hash, size and expiry (201, or 200 when stored before).
+    :raises ProtocolError: if the answer lacks them or the hash is not 32 bytes.
+    """
+    obj = _json_object(response)
+    sha256 = _bytes(obj, "hash")
+    if len(sha256) != 32:
+        raise ProtocolError("the relay's 'hash' is not 32 bytes")
+    return UploadedAttachment(sha256, _int(obj, "size"), _int(obj, "expires_at"))
+
+
+def download_attachment(request_id: int, sha256: bytes) -> Request:
+    """
+    ``GET /v1/attachments/{hash}``: a blob's bytes (410 once it has expired).
+    """
+    return Request(request_id=request_id, method="GET", target=f"/v1/attachments/{_b64(sha256)}")
+
+
+def parse_attachment_blob(response: Response) -> bytes:
+    """
+    :returns: the blob's bytes, to check and decrypt with ``decrypt_ref``.
+    :raises ProtocolError: if the answer is not ``application/octet-stream``.
+    """
+    if response.content_type != BLOB:
+        raise ProtocolError(f"the relay's blob is {response.content_type!r}, not {BLOB}")
+    return response.body

@@ -17,6 +17,11 @@ Its loop, in the manner of aioquic's asyncio adapter::
 API calls (``send_text``, ``create_group``, …) go to the core at once (it
 writes before it returns) and wake the loop; :meth:`ClientDriver.sync`
 waits until the core has nothing left to do, or a deadline passes.
+
+Crash tests kill the driver's process at three named places
+(:mod:`~townsquare.client.driver.failpoints`): after ``send`` stored the
+outbox entry, after the relay accepted a message but before the core saw
+the answer, and while a fetched page holding a commit is being stored.
 """
 
 from __future__ import annotations
@@ -35,11 +40,14 @@ from typing import Self, TypeVar
 import httpx
 
 from townsquare import auth, wire
+from townsquare.auth import AuthError
+from townsquare.auth.invites import invite_link, parse_invite_link
 from townsquare.client.core import relay_api as api
 from townsquare.client.core.client import Client, ClientConfig
 from townsquare.client.core.events import Event
 from townsquare.client.core.groups import GroupSummary, MemberInfo
 from townsquare.client.core.messages import StoredMessage
+from townsquare.client.driver import failpoints
 from townsquare.client.driver.home import home_folder, relay_url, set_relay_url
 from townsquare.client.driver.push import (
     PushCallbacks,
@@ -49,7 +57,16 @@ from townsquare.client.driver.push import (
     websocket_url,
 )
 from townsquare.client.driver.store import DATABASE_FILE_NAME, SqliteClientStore
-from townsquare.client.errors import ConnectionFailed, NotInitialized, StoreFailed
+from townsquare.client.errors import (
+    ConnectionFailed,
+    InvalidInvite,
+    NotInitialized,
+    ProtocolError,
+    StoreFailed,
+)
+from townsquare.mls.errors import DecodeError
+from townsquare.mls.public_group import peek
+from townsquare.mls.registries import ContentType
 
 __all__ = ["ClientDriver", "DriverConfig", "open_home"]
 
@@ -255,8 +272,11 @@ class ClientDriver:
                 content_type=answer.headers.get("content-type", "").split(";")[0].strip(),
                 retry_after=_retry_after(answer.headers.get("retry-after")),
             )
+            if response.ok and _is_message_post(request):
+                failpoints.failpoint(failpoints.AFTER_SEND_RESPONSE)
             try:
-                self._client.receive_response(request.request_id, response, self._clock())
+                with _armed_if_commit(request, response):
+                    self._client.receive_response(request.request_id, response, self._clock())
             except StoreFailed as exc:
                 _log.warning("a store write failed: %s", exc)
         self._wake.set()
@@ -378,13 +398,17 @@ class ClientDriver:
         """
         See :meth:`Client.send <townsquare.client.core.client.Client.send>`.
         """
-        return self._woken(self._client.send(group_id, message, now=self._clock()))
+        message_id = self._client.send(group_id, message, now=self._clock())
+        failpoints.failpoint(failpoints.AFTER_OUTBOX_SAVED)
+        return self._woken(message_id)
 
     def send_text(self, group_id: bytes, text: str) -> bytes:
         """
         See :meth:`Client.send_text <townsquare.client.core.client.Client.send_text>`.
         """
-        return self._woken(self._client.send_text(group_id, text, now=self._clock()))
+        message_id = self._client.send_text(group_id, text, now=self._clock())
+        failpoints.failpoint(failpoints.AFTER_OUTBOX_SAVED)
+        return self._woken(message_id)
 
     def add_members(self, group_id: bytes, account_keys: Sequence[bytes]) -> None:
         """
@@ -406,6 +430,49 @@ class ClientDriver:
         """
         self._client.leave(group_id, now=self._clock())
         self._woken(None)
+
+    def update_keys(self, group_id: bytes) -> None:
+        """
+        See :meth:`Client.update_keys <townsquare.client.core.client.Client.update_keys>`.
+        """
+        self._client.update_keys(group_id, now=self._clock())
+        self._woken(None)
+
+    def create_invite(
+        self, group_id: bytes, *, lifetime_seconds: int | None = None, max_uses: int | None = None
+    ) -> str:
+        """
+        Make an invite link for the group (see :meth:`Client.create_invite
+        <townsquare.client.core.client.Client.create_invite>`); it works once the relay
+        holds the invite (an ``InviteReady`` event).
+
+        :returns: the link, ``{relay}/j/{group}#{secret}``.
+        """
+        secret = self._client.create_invite(
+            group_id, now=self._clock(), lifetime_seconds=lifetime_seconds, max_uses=max_uses
+        )
+        self._woken(None)
+        return invite_link(self._relay_url, group_id, secret)
+
+    def join(self, link: str) -> bytes:
+        """
+        Join a group by an invite link of this device's relay (see :meth:`Client.join
+        <townsquare.client.core.client.Client.join>`).
+
+        :returns: the group id.
+        :raises InvalidInvite: if the link does not parse or names another relay.
+        """
+        try:
+            parsed = parse_invite_link(link)
+        except AuthError as exc:
+            raise InvalidInvite(f"not an invite link: {exc}") from exc
+        if parsed.relay.rstrip("/") != self._relay_url.rstrip("/"):
+            raise InvalidInvite(
+                f"the link is for the relay at {parsed.relay}, this device uses {self._relay_url}"
+            )
+        self._client.join(parsed.group_id, parsed.secret, now=self._clock())
+        self._woken(None)
+        return parsed.group_id
 
     def set_display_name(self, display_name: str) -> None:
         """
@@ -431,6 +498,38 @@ class ClientDriver:
         See :meth:`Client.group <townsquare.client.core.client.Client.group>`.
         """
         return self._client.group(group_id)
+
+
+def _is_message_post(request: api.Request) -> bool:
+    # POST /v1/groups/{group_id}/messages: an application message, proposal or commit.
+    return request.method == "POST" and request.target.endswith("/messages")
+
+
+def _armed_if_commit(
+    request: api.Request, response: api.Response
+) -> contextlib.AbstractContextManager[None]:
+    """
+    Arm ``while-processing-commit`` for a fetched page of the log that holds a commit.
+
+    The page is parsed here only when that failpoint is listed (in crash tests).
+    """
+    if not failpoints.enabled(failpoints.WHILE_PROCESSING_COMMIT):
+        return contextlib.nullcontext()
+    if request.method != "GET" or "/messages?" not in request.target or not response.ok:
+        return contextlib.nullcontext()
+    try:
+        # Log seqs start at 1: any page is "after 0" as far as its order goes.
+        entries = api.parse_log(response, after=0).entries
+    except ProtocolError:
+        return contextlib.nullcontext()
+    for entry in entries:
+        try:
+            content_type = peek(entry.message).content_type
+        except DecodeError:
+            continue
+        if content_type == ContentType.COMMIT:
+            return failpoints.armed(failpoints.WHILE_PROCESSING_COMMIT)
+    return contextlib.nullcontext()
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -286,13 +286,22 @@ class InviteBody(BaseModel):
     uses: Seq
     created_at: UnixTime
     updated_at: UnixTime
+    #: For a newcomer reading the invite: the group's current epoch and ratchet tree
+    #: (the sealed GroupInfo leaves the tree out: it is public to the relay anyway,
+    #: and a township's tree would not fit in a request).
+    epoch: Seq | None = None
+    ratchet_tree: BytesText | None = None
 
     @classmethod
-    def of(cls, invite: InviteRecord) -> InviteBody:
+    def of(
+        cls, invite: InviteRecord, *, epoch: int | None = None, ratchet_tree: bytes | None = None
+    ) -> InviteBody:
         """
-        :returns: the JSON form of ``invite``.
+        :returns: the JSON form of ``invite`` (with the group's tree, for a newcomer).
         """
         return cls(
+            epoch=epoch,
+            ratchet_tree=ratchet_tree,
             group_id=invite.group_id,
             invite_key=invite.invite_key,
             sealed_group_info=invite.sealed_group_info,
@@ -603,8 +612,10 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
         device: Device = Depends(signatures.device),
     ) -> InviteBody:
         del device
-        invite = await delivery.get_invite(group_id_from_path(group_id), key_from_path(invite_key))
-        return InviteBody.of(invite)
+        group = group_id_from_path(group_id)
+        invite = await delivery.get_invite(group, key_from_path(invite_key))
+        epoch, tree = await delivery.invite_tree(group)
+        return InviteBody.of(invite, epoch=epoch, ratchet_tree=tree)
 
     @routes.delete(
         "/v1/groups/{group_id}/invites",
