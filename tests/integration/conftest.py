@@ -79,6 +79,8 @@ class RelayProcess:
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    #: More ``townsquare serve`` options (say, a longer housekeeping interval).
+    options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -105,6 +107,7 @@ class RelayProcess:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    *self.options,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -184,6 +187,37 @@ def relay_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayPro
     """One relay for a whole module."""
     with running(tmp_path_factory.mktemp("relay")) as relay:
         yield relay
+
+
+@pytest.fixture(scope="module")
+def quiet_relay_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """One relay for a whole module, deleting nothing while it runs (retention waits a day)."""
+    base = tmp_path_factory.mktemp("relay")
+    relay = RelayProcess(
+        data_dir=base / "data",
+        log_path=base / "relay.log",
+        options=("--housekeeping-seconds", "86400"),
+    )
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+@pytest.fixture
+def relay_without_housekeeping(tmp_path: Path) -> Iterator[RelayProcess]:
+    """A relay for one test that deletes nothing while it runs (retention waits a day)."""
+    relay = RelayProcess(
+        data_dir=tmp_path / "data",
+        log_path=tmp_path / "relay.log",
+        options=("--housekeeping-seconds", "86400"),
+    )
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
 
 
 @pytest.fixture

@@ -250,3 +250,24 @@ def test_send_while_the_relay_is_down_queues(own_relay_process: Any, tmp_path: P
     li.run("sync")
     for profile in (wang, li):
         assert profile.texts(group) == [("王阿姨", "停电了 offline")]
+
+
+def test_a_group_that_requires_approval(relay_process: Any, tmp_path: Path) -> None:
+    """Newcomers with the link ask; the admin sees their names, approves one, denies one."""
+    wang, li, spam = profiles(tmp_path, relay_process.url, "王阿姨", "李叔", "Spammer")
+    group = wang.json("group", "create", "村委会 Committee", "--approval")["group_id"]
+    link = wang.json("invite", group)["link"]
+    for profile in (li, spam):
+        assert profile.json("join", link) == {"group_id": group, "state": "requested"}
+    asked = {r["name"]: r["id"] for r in wang.json("requests", group)}
+    assert set(asked) == {"李叔", "Spammer"}
+    wang.run("deny", group, asked["Spammer"])
+    assert wang.json("approve", group, asked["李叔"])["state"] == "added"
+    assert [r["name"] for r in wang.json("requests", group)] == []
+    assert "Joined group" in li.run("sync").stdout
+    assert li.json("send", group, "谢谢 thanks")["state"] == "sent"
+    wang.run("sync")
+    assert wang.texts(group) == [("李叔", "谢谢 thanks")]
+    assert {m["name"] for m in li.json("members", group)} == {"王阿姨", "李叔"}
+    spam.run("sync")
+    assert spam.json("groups") == []

@@ -16,6 +16,11 @@ HKDF-SHA256 (RFC 5869; salt :data:`INVITE_SALT`) derives, each with its own
   (:func:`sign_external_commit`), and the relay checks it
   (:func:`verify_external_commit`).
 
+Where a group requires an admin's approval, the newcomer asks instead: it
+signs its KeyPackage and a note sealed under the GroupInfo key (its display
+name, which only holders of the link read: :func:`seal_join_note`) with the
+invite key (:func:`sign_join_request`); an admin's device adds it.
+
 ``docs/protocol.md`` (Invites) describes every byte.
 """
 
@@ -40,6 +45,8 @@ __all__ = [
     "GROUP_INFO_AAD_LABEL",
     "GROUP_INFO_KEY_LABEL",
     "INVITE_SALT",
+    "JOIN_NOTE_AAD_LABEL",
+    "JOIN_REQUEST_LABEL",
     "NONCE_BYTES",
     "SECRET_BYTES",
     "SIGNING_KEY_LABEL",
@@ -49,11 +56,16 @@ __all__ = [
     "external_commit_tbs",
     "generate_invite_secret",
     "invite_link",
+    "join_request_tbs",
     "open_group_info",
+    "open_join_note",
     "parse_invite_link",
     "seal_group_info",
+    "seal_join_note",
     "sign_external_commit",
+    "sign_join_request",
     "verify_external_commit",
+    "verify_join_request",
 ]
 
 #: The length of an invite secret.
@@ -70,6 +82,10 @@ SIGNING_KEY_LABEL = b"townsquare/v1/invite/signing-key"
 GROUP_INFO_AAD_LABEL = b"townsquare/v1/invite/group-info\x00"
 #: The start of what an invite key signs for an external commit, followed by the commit.
 EXTERNAL_COMMIT_LABEL = b"townsquare/v1/invite/external-commit\x00"
+#: What an invite key's signature over a join request starts with.
+JOIN_REQUEST_LABEL = b"townsquare/v1/invite/join-request\x00"
+#: The associated data of a join request's sealed note starts with this.
+JOIN_NOTE_AAD_LABEL = b"townsquare/v1/invite/join-note\x00"
 
 _LEN = struct.Struct(">I")
 
@@ -208,6 +224,69 @@ def verify_external_commit(invite_key: bytes, commit: bytes, signature: bytes) -
     :raises InvalidKey: if ``invite_key`` is not an Ed25519 public key.
     """
     verify(invite_key, external_commit_tbs(commit), signature)
+
+
+def _join_note_aad(group_id: bytes) -> bytes:
+    return JOIN_NOTE_AAD_LABEL + group_id
+
+
+def seal_join_note(keys: InviteKeys, group_id: bytes, note: bytes, *, nonce: bytes) -> bytes:
+    """
+    Encrypt a newcomer's note (its display name, UTF-8) for the group's admins.
+
+    :returns: ``nonce || ChaCha20-Poly1305(GroupInfo key, nonce, note, aad)`` with the
+        associated data :data:`JOIN_NOTE_AAD_LABEL` ``|| group_id``.
+    """
+    if len(nonce) != NONCE_BYTES:
+        raise UsageError(f"a nonce is {NONCE_BYTES} bytes")
+    return nonce + ChaCha20Poly1305(keys.group_info_key).encrypt(
+        nonce, note, _join_note_aad(group_id)
+    )
+
+
+def open_join_note(keys: InviteKeys, group_id: bytes, blob: bytes) -> bytes:
+    """
+    :returns: the note of a join request.
+    :raises InvalidValue: if it does not decrypt under the keys for this group.
+    """
+    if len(blob) < NONCE_BYTES + 16:
+        raise InvalidValue("the sealed note is too short")
+    try:
+        return ChaCha20Poly1305(keys.group_info_key).decrypt(
+            blob[:NONCE_BYTES], blob[NONCE_BYTES:], _join_note_aad(group_id)
+        )
+    except InvalidTag as exc:
+        raise InvalidValue("the note does not decrypt with this invite") from exc
+
+
+def join_request_tbs(group_id: bytes, key_package: bytes, sealed_note: bytes) -> bytes:
+    """
+    :returns: what an invite key signs for a join request: the label, then the group id,
+        the KeyPackage and the sealed note, each as ``uint32_be(length) || bytes``.
+    """
+    parts = (group_id, key_package, sealed_note)
+    return JOIN_REQUEST_LABEL + b"".join(_LEN.pack(len(p)) + p for p in parts)
+
+
+def sign_join_request(
+    keys: InviteKeys, group_id: bytes, key_package: bytes, sealed_note: bytes
+) -> bytes:
+    """
+    :returns: the invite key's signature over a join request.
+    """
+    return sign(keys.signing_private_key, join_request_tbs(group_id, key_package, sealed_note))
+
+
+def verify_join_request(
+    invite_key: bytes, group_id: bytes, key_package: bytes, sealed_note: bytes, signature: bytes
+) -> None:
+    """
+    Check an invite key's signature over a join request.
+
+    :raises InvalidSignature: if it does not verify.
+    :raises InvalidKey: if ``invite_key`` is not an Ed25519 public key.
+    """
+    verify(invite_key, join_request_tbs(group_id, key_package, sealed_note), signature)
 
 
 def invite_link(relay: str, group_id: bytes, secret: bytes) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +29,12 @@ from townsquare.cli.session import (
     out,
     print_json,
 )
+from townsquare.client.core import relay_api as api
 from townsquare.client.core.client import Client
 from townsquare.client.core.events import (
     GroupJoined,
     JoinFailed,
+    JoinRequested,
     MessageReceived,
     RemovedFromGroup,
 )
@@ -56,6 +59,9 @@ COMMANDS = frozenset(
         "invite",
         "join",
         "rekey",
+        "requests",
+        "approve",
+        "deny",
     }
 )
 #: The most a command waits for the relay to finish a sync, in seconds.
@@ -113,6 +119,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     group_commands = p.add_subparsers(dest="group_command", required=True, metavar="COMMAND")
     p = group_commands.add_parser("create", help="create a group with you as its only member")
     p.add_argument("title", metavar="TITLE")
+    p.add_argument(
+        "--approval",
+        action="store_true",
+        help="newcomers with a link ask to join and an admin approves them",
+    )
+    p.add_argument("--members-can-add", action="store_true", help="let any member add others")
     _json_flag(p)
     _sync_flags(p)
     p.set_defaults(run=_online(_group_create))
@@ -175,6 +187,25 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _sync_flags(p)
     p.set_defaults(run=_online(_invite))
 
+    p = commands.add_parser("requests", help="list the requests to join a group (admins)")
+    p.add_argument("group", metavar="GROUP")
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_requests))
+
+    p = commands.add_parser("approve", help="add a device that asked to join (admins)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("device", metavar="DEVICE_ID")
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_online(_approve))
+
+    p = commands.add_parser("deny", help="refuse a device that asked to join (admins)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("device", metavar="DEVICE_ID")
+    _sync_flags(p)
+    p.set_defaults(run=_online(_deny))
+
     p = commands.add_parser("join", help="join a group by an invite link")
     p.add_argument("link", metavar="LINK")
     _json_flag(p)
@@ -221,6 +252,73 @@ async def _invite(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _pending_requests(s: Session, group_id: bytes) -> list[api.PendingJoinRequest]:
+    answer = await s.driver.relay_request(api.list_join_requests(0, group_id))
+    if not answer.ok:
+        problem = api.parse_problem(answer)
+        raise CommandError(f"the relay refused to list the requests: {problem.code}")
+    return api.parse_join_requests(answer)
+
+
+async def _requests(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        pending = await _pending_requests(s, group_id)
+        rows = [
+            {
+                "id": encode_id(r.device_key),
+                "name": s.client.read_join_note(group_id, r.invite_key, r.sealed_note),
+                "requested_at": _iso(datetime.fromtimestamp(r.created_at, UTC)),
+            }
+            for r in pending
+        ]
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        out("No requests to join.")
+    else:
+        for row in rows:
+            out(f"{row['name'] or '(no name)'}  {row['id']}  asked {row['requested_at']}")
+        out("Approve with `townsquare approve GROUP ID`, refuse with `townsquare deny GROUP ID`.")
+    return 0
+
+
+async def _approve(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    device_key = decode_id(args.device, "DEVICE_ID")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        request = next(
+            (r for r in await _pending_requests(s, group_id) if r.device_key == device_key), None
+        )
+        if request is None:
+            raise CommandError("no such request to join (answered already?)")
+        s.driver.add_key_packages(group_id, [request.key_package])
+        done = await s.sync()
+        _fail_on(s)
+        added = any(m.device_key == device_key for m in s.client.members(group_id))
+        if added:
+            await s.driver.relay_request(api.delete_join_request(0, group_id, device_key))
+    state = "added" if added else "queued"
+    if args.json:
+        print_json({"id": encode_id(device_key), "state": state})
+    elif added:
+        out("Approved: they are in the group.")
+    else:
+        out("Queued: they are added at the next sync." if not done else "Not added yet.")
+    return 0
+
+
+async def _deny(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    device_key = decode_id(args.device, "DEVICE_ID")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        answer = await s.driver.relay_request(api.delete_join_request(0, group_id, device_key))
+    if not answer.ok:
+        raise CommandError(f"the relay refused: {api.parse_problem(answer).code}")
+    out("Refused." if json.loads(answer.body)["deleted"] else "No such request.")
+    return 0
+
+
 async def _join(args: argparse.Namespace) -> int:
     async with open_online(args.home, timeout=args.timeout) as s:
         group_id = s.driver.join(args.link)
@@ -230,13 +328,18 @@ async def _join(args: argparse.Namespace) -> int:
         if refused:
             raise CommandError(f"the invite was refused: {refused[-1].code}")
         joined = group_id not in s.client.joining()
+        requested = any(isinstance(e, JoinRequested) for e in s.events) or (
+            not joined and s.client.join_requested(group_id)
+        )
         _fail_on(s)
         title = s.client.group(group_id).title if joined else None
-    state = "joined" if joined else "queued"
+    state = "joined" if joined else "requested" if requested else "queued"
     if args.json:
         print_json({"group_id": encode_id(group_id), "state": state})
     elif joined:
         out(f"Joined {title or 'the group'}: {encode_id(group_id)}")
+    elif requested:
+        out("Asked to join: an admin of the group approves newcomers; `townsquare sync` later.")
     else:
         out("Queued: `townsquare sync` joins when the relay answers.")
     return 0
@@ -309,7 +412,11 @@ def _groups(args: argparse.Namespace) -> int:
 
 async def _group_create(args: argparse.Namespace) -> int:
     async with open_online(args.home, timeout=args.timeout) as s:
-        group_id = s.driver.create_group(title=args.title)
+        group_id = s.driver.create_group(
+            title=args.title,
+            approval_required=args.approval,
+            members_can_add=args.members_can_add,
+        )
         await s.sync()
         _fail_on(s)
     if args.json:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
 
 from townsquare.server import Settings, create_app
+from townsquare.server.config import Limits
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parser", "run"]
 
@@ -57,6 +59,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"the TCP port to listen on (default: {DEFAULT_PORT})",
     )
     parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="delete log entries and attachments older than this, read or not (default: 30)",
+    )
+    parser.add_argument(
+        "--housekeeping-seconds",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how often expired data is deleted (default: 60)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -78,7 +94,16 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("townsquare.server").info(
         "Townsquare relay on http://%s:%d, data in %s", args.host, args.port, data_dir.resolve()
     )
-    app = create_app(Settings(data_dir=data_dir))
+    limits = Limits()
+    if args.retention_days is not None:
+        if args.retention_days <= 0:
+            raise SystemExit("townsquare serve: --retention-days must be positive")
+        limits = replace(limits, retention_seconds=int(args.retention_days * 86_400))
+    if args.housekeeping_seconds is not None:
+        if args.housekeeping_seconds <= 0:
+            raise SystemExit("townsquare serve: --housekeeping-seconds must be positive")
+        limits = replace(limits, housekeeping_interval_seconds=args.housekeeping_seconds)
+    app = create_app(Settings(data_dir=data_dir, limits=limits))
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -192,6 +192,14 @@ class FakeRelay:
                 return self._fetch(device_key, _unb64(group), query)
             case ("POST", ["v1", "groups", group, "cursor"]):
                 return self._cursor(device_key, _unb64(group), body)
+            case ("GET", ["v1", "groups", group, "group-info"]):
+                relay_group = self._member(device_key, _unb64(group))
+                return 200, {
+                    "group_id": group,
+                    "epoch": relay_group.public.epoch,
+                    "group_info": _b64(relay_group.group_info),
+                    "ratchet_tree": _b64(relay_group.public.ratchet_tree()),
+                }
             case ("GET", ["v1", "welcomes"]):
                 return 200, {"welcomes": list(self.welcomes.get(device_key, []))}
         raise _Problem(404, "not-found")
@@ -430,10 +438,14 @@ class FakeRelay:
         group.group_info = group_info
         for removed in staged.removed:
             group.joined.pop(removed.signature_key, None)
-            self._notify(
-                removed.signature_key,
-                {"type": "removed", "group": _b64(group.group_id), "seq": entry.seq},
-            )
+            if staged.resync is None:
+                self._notify(
+                    removed.signature_key,
+                    {"type": "removed", "group": _b64(group.group_id), "seq": entry.seq},
+                )
+        if staged.external:
+            # A member's resync (its own old leaf removed) or a newcomer: served from here.
+            group.joined[device_key] = entry.seq
         for added in staged.added:
             group.joined[added.signature_key] = entry.seq
             if welcome is None:  # pragma: no cover - checked above

@@ -5,8 +5,10 @@ The relay's ASGI application: FastAPI routes over the directory and the store.
 clock, the fan-out, the directory, the delivery service, the authenticator, a
 router per resource, the WebSocket endpoint, the body limit and the problem
 handlers. The lifespan opens the store (applying
-migrations) before the first request and runs housekeeping (deleting expired
-nonces and quota windows) until shutdown.
+migrations) before the first request and runs housekeeping until shutdown:
+each round (:func:`housekeep`) deletes expired nonces and quota windows, and
+applies retention (log entries every member device has acknowledged, and log
+entries, Welcomes and attachments older than ``retention_seconds``).
 
 ``/openapi.json`` describes every operation exactly, including each status's
 problem types; FastAPI's generic 422 validation response is replaced by the
@@ -27,28 +29,52 @@ from fastapi.openapi.utils import get_openapi
 from townsquare import __version__
 from townsquare.server.auth import Authenticator
 from townsquare.server.clock import Clock, SystemClock
-from townsquare.server.config import Settings
+from townsquare.server.config import Limits, Settings
 from townsquare.server.delivery import CommitPolicy, DeliveryService
 from townsquare.server.directory import Directory
 from townsquare.server.errors import ServerError
 from townsquare.server.fanout import Fanout, InMemoryFanout
-from townsquare.server.http import accounts, groups, health, key_packages, welcomes
+from townsquare.server.http import (
+    accounts,
+    attachments,
+    groups,
+    health,
+    join_requests,
+    key_packages,
+    welcomes,
+)
 from townsquare.server.http.body_limit import BodyLimitMiddleware
 from townsquare.server.http.problems import install_problem_handlers
 from townsquare.server.http.signing import Signatures
+from townsquare.server.rate_limits import DeviceRateLimits
 from townsquare.server.storage import SQLiteStorage, Storage
 from townsquare.server.websocket import WEBSOCKET_PATH, PushEndpoint
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "housekeep"]
 
 _log = logging.getLogger("townsquare.server")
 
 
-async def _housekeeping(storage: Storage, clock: Clock, interval_seconds: float) -> None:
+async def housekeep(storage: Storage, now: int, limits: Limits) -> int:
+    """
+    Run one round of housekeeping: expired nonces and quota windows, then retention.
+
+    :param storage: the store.
+    :param now: the current time.
+    :param limits: ``retention_seconds``.
+    :returns: how many records were deleted.
+    :raises ServerError: if the store fails (a later round retries).
+    """
+    deleted = await storage.purge_expired(now)
+    report = await storage.apply_retention(now, retention_seconds=limits.retention_seconds)
+    return deleted + report.total
+
+
+async def _housekeeping(storage: Storage, clock: Clock, limits: Limits) -> None:
     while True:
-        await asyncio.sleep(interval_seconds)
+        await asyncio.sleep(limits.housekeeping_interval_seconds)
         try:
-            deleted = await storage.purge_expired(clock.now())
+            deleted = await housekeep(storage, clock.now(), limits)
         except ServerError as exc:
             # A failed purge only delays deletion; the next round retries.
             _log.warning("housekeeping failed: %s: %s", exc.code, exc.detail)
@@ -83,15 +109,14 @@ def create_app(
     delivery = DeliveryService(store, wall_clock, notices, limits, policy=policy)
     authenticator = Authenticator(store, wall_clock, clock_skew_seconds=limits.clock_skew_seconds)
     signatures = Signatures(authenticator)
+    rate_limits = DeviceRateLimits(store, wall_clock, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         try:
             async with asyncio.TaskGroup() as tasks:
-                housekeeping = tasks.create_task(
-                    _housekeeping(store, wall_clock, limits.housekeeping_interval_seconds)
-                )
+                housekeeping = tasks.create_task(_housekeeping(store, wall_clock, limits))
                 try:
                     yield
                 finally:
@@ -111,7 +136,9 @@ def create_app(
     app.include_router(health.router(store))
     app.include_router(accounts.router(directory, signatures))
     app.include_router(key_packages.router(directory, signatures))
-    app.include_router(groups.router(delivery, signatures))
+    app.include_router(groups.router(delivery, signatures, rate_limits=rate_limits))
+    app.include_router(attachments.router(store, wall_clock, limits, rate_limits, signatures))
+    app.include_router(join_requests.router(delivery, signatures))
     app.include_router(welcomes.router(delivery, signatures))
     app.add_api_websocket_route(
         WEBSOCKET_PATH,
@@ -119,7 +146,11 @@ def create_app(
         name="push",
     )
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=limits.max_body_bytes,
+        routes=attachments.body_limit(limits),
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

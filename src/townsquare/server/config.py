@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "ATTACHMENT_HASH_BYTES",
+    "ATTACHMENT_READ_CHUNK_BYTES",
     "CLIENT_MESSAGE_ID_BYTES",
     "DEFAULT_FETCH_LIMIT",
     "MAX_FETCH_LIMIT",
     "MAX_GROUP_ID_BYTES",
+    "MAX_JOIN_NOTE_BYTES",
     "MAX_KEY_PACKAGES_PER_UPLOAD",
     "MAX_KEY_PACKAGE_BYTES",
     "MAX_MLS_MESSAGE_BYTES",
@@ -45,6 +48,8 @@ MAX_MLS_MESSAGE_BYTES = 128 * 1024
 #: random ids; 16 bytes make collisions and guessing negligible.
 MIN_GROUP_ID_BYTES = 16
 MAX_GROUP_ID_BYTES = 64
+#: The largest sealed note of a join request (a display name and a few words, encrypted).
+MAX_JOIN_NOTE_BYTES = 1024
 #: The length of a client message id, the key of exactly-once delivery.
 CLIENT_MESSAGE_ID_BYTES = 16
 #: How many log entries one fetch returns by default, and at most.
@@ -58,6 +63,11 @@ WEBSOCKET_CHALLENGE_BYTES = 32
 MAX_WEBSOCKET_FRAME_BYTES = 64 * 1024
 #: The most groups one ``subscribe`` frame may name.
 MAX_SUBSCRIBE_GROUPS = 256
+#: The length of an attachment's content address: its SHA-256 digest.
+ATTACHMENT_HASH_BYTES = 32
+#: How much of a blob the relay reads from its store per piece of a download, so that
+#: many devices fetching one photo do not each hold it whole in memory.
+ATTACHMENT_READ_CHUNK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,8 +101,39 @@ class Limits:
     websocket_queue_size: int = 256
     #: The most groups one connection may subscribe to.
     max_subscriptions_per_connection: int = 1024
+    #: How many join requests one group keeps waiting for its admins.
+    max_join_requests_per_group: int = 100
     #: How many groups' public views (PublicGroup) each relay process keeps in memory.
     public_group_cache_size: int = 64
+    #: How long the relay keeps a log entry, a Welcome or an attachment, in seconds
+    #: (30 days). Log entries go sooner once every member device has acknowledged them.
+    retention_seconds: int = 30 * 86_400
+    #: How many messages one device may post (accepted, retries excluded) per window.
+    posts_per_window: int = 120
+    #: The length of a post-quota window, in seconds.
+    post_window_seconds: int = 60
+    #: The largest attachment (an encrypted blob), in bytes; checked before the body is read.
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    #: How many attachment bytes one device may upload per window.
+    attachment_bytes_per_window: int = 100 * 1024 * 1024
+    #: The length of an upload-quota window, in seconds.
+    attachment_window_seconds: int = 3600
+
+    def __post_init__(self) -> None:
+        """
+        Check the limits that only make sense together.
+
+        :raises ValueError: if an attachment of the largest size could never fit in one
+            upload-quota window, or a retention or window length is not positive.
+        """
+        if self.attachment_bytes_per_window < self.max_attachment_bytes:
+            raise ValueError(
+                "attachment_bytes_per_window must be at least max_attachment_bytes,"
+                " or the largest attachment could never be uploaded"
+            )
+        for name in ("retention_seconds", "post_window_seconds", "attachment_window_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

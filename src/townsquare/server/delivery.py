@@ -57,6 +57,7 @@ from typing import Protocol
 
 from townsquare import auth
 from townsquare.auth import invites
+from townsquare.auth.group_policy import GroupPolicy
 from townsquare.mls import errors as mls_errors
 from townsquare.mls.credentials import BasicCredential, Credential
 from townsquare.mls.framing import MemberSender, MLSMessage, NewMemberCommitSender
@@ -69,14 +70,18 @@ from townsquare.mls.public_group import (
 )
 from townsquare.mls.registries import ContentType, WireFormat
 from townsquare.mls.welcome import Welcome
-from townsquare.server.authority import AdminPolicy, admins_of
+from townsquare.server.authority import AdminPolicy, admins_of, policy_of
 from townsquare.server.clock import Clock
 from townsquare.server.config import (
     MAX_GROUP_ID_BYTES,
+    MAX_JOIN_NOTE_BYTES,
     MIN_GROUP_ID_BYTES,
     Limits,
 )
+from townsquare.server.directory import check_key_package
 from townsquare.server.errors import (
+    ApprovalNotRequired,
+    ApprovalRequired,
     CommitConflict,
     ExternalCommitRefused,
     GroupMismatch,
@@ -108,6 +113,7 @@ from townsquare.server.storage import (
     GroupRecord,
     GroupSnapshot,
     InviteRecord,
+    JoinRequest,
     LogEntry,
     LogPage,
     MessageKind,
@@ -128,6 +134,9 @@ __all__ = [
     "device_credential",
 ]
 
+
+#: A sealed note is at least a nonce and a ChaCha20-Poly1305 tag.
+NOTE_MIN_BYTES = 12 + 16
 
 #: Townsquare choice: the one cipher suite groups use for now, whose signature scheme
 #: (Ed25519) is the device key's (RFC 9420 §17.1, MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519).
@@ -453,6 +462,12 @@ class DeliveryService:
             # member's resync of its own leaf.
             if post.invite_key is not None:
                 await self._check_invite(group_id, post)
+                view = await self._current_view(cached, snapshot)
+                policy = policy_of(view.public)
+                if policy is not None and policy.approval_required and member is None:
+                    raise ApprovalRequired(
+                        "the group requires an admin's approval: send a join request"
+                    )
             elif member is None:
                 raise ExternalCommitRefused(
                     "an external commit from a non-member needs a current invite"
@@ -616,6 +631,95 @@ class DeliveryService:
         admins = admins_of(view.public)
         if admins is not None and device.device_key not in admins:
             raise NotAnAdmin("only an admin of the group may manage its invites")
+
+    async def _group_policy(self, device: Device, group_id: bytes) -> GroupPolicy | None:
+        async with self._lock(group_id):
+            cached = self._views.get(group_id)
+            snapshot = await self._storage.load_group(
+                group_id,
+                device_key=device.device_key,
+                proposals_after=0 if cached is None else cached.applied_seq,
+            )
+            view = await self._current_view(cached, snapshot)
+        return policy_of(view.public)
+
+    async def request_to_join(
+        self,
+        device: Device,
+        group_id: bytes,
+        *,
+        invite_key: bytes,
+        key_package: bytes,
+        sealed_note: bytes,
+        invite_signature: bytes,
+    ) -> JoinRequest:
+        """
+        Keep a newcomer's request to join a group that requires an admin's approval.
+
+        :raises InviteNotFound: if the group has no invite with this key.
+        :raises InviteExpired: if it has expired.
+        :raises InviteUsedUp: if its uses are all taken.
+        :raises InviteSignatureInvalid: if the invite key's signature does not verify.
+        :raises InvalidKeyPackage: if the KeyPackage is not the device's, or not valid.
+        :raises InvalidRequest: if the device is a member already, or the note is malformed.
+        :raises ApprovalNotRequired: if the group lets newcomers join by external commit.
+        :raises JoinRequestsFull: if too many requests wait.
+        """
+        if not NOTE_MIN_BYTES <= len(sealed_note) <= MAX_JOIN_NOTE_BYTES:
+            raise InvalidRequest(f"sealed_note is {NOTE_MIN_BYTES} to {MAX_JOIN_NOTE_BYTES} bytes")
+        await self.get_invite(group_id, invite_key)
+        try:
+            invites.verify_join_request(
+                invite_key, group_id, key_package, sealed_note, invite_signature
+            )
+        except auth.VerificationError as exc:
+            raise InviteSignatureInvalid(
+                "the invite signature over the join request does not verify"
+            ) from exc
+        check_key_package(key_package, device_key=device.device_key)
+        policy = await self._group_policy(device, group_id)
+        if policy is None or not policy.approval_required:
+            raise ApprovalNotRequired("the group does not require approval: join by invite")
+        member = await self._storage.load_group(
+            group_id, device_key=device.device_key, proposals_after=None
+        )
+        if member.member is not None:
+            raise InvalidRequest("the device is a member of the group already")
+        return await self._storage.put_join_request(
+            JoinRequest(
+                group_id=group_id,
+                device_key=device.device_key,
+                invite_key=invite_key,
+                key_package=key_package,
+                sealed_note=sealed_note,
+                created_at=self._clock.now(),
+            ),
+            max_pending=self._limits.max_join_requests_per_group,
+        )
+
+    async def join_requests(self, device: Device, group_id: bytes) -> tuple[JoinRequest, ...]:
+        """
+        The join requests waiting for the group's admins, for an admin device.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAMember: if the device is not a member.
+        :raises NotAnAdmin: if the group has admins and the device is not one.
+        """
+        await self._require_admin(device, group_id)
+        return await self._storage.join_requests(group_id)
+
+    async def delete_join_request(self, device: Device, group_id: bytes, device_key: bytes) -> bool:
+        """
+        Answer (delete) a join request: an admin denies it, or after adding the device; the
+        asking device withdraws it.
+
+        :returns: whether there was such a request.
+        :raises NotAnAdmin: if the group has admins and the device is neither one nor the
+            asking device.
+        """
+        if device.device_key != device_key:
+            await self._require_admin(device, group_id)
+        return await self._storage.delete_join_request(group_id, device_key)
 
     async def invite_tree(self, group_id: bytes) -> tuple[int, bytes]:
         """

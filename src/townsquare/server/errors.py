@@ -33,6 +33,7 @@ branch::
     │   ├── NotAMember              403 not-a-member: the device is not in the group
     │   ├── SenderMismatch          403 sender-mismatch: signed by another member's leaf
     │   ├── NotAnAdmin              403 not-an-admin: the group's policy forbids it
+    │   ├── ApprovalRequired        403 approval-required: ask to join instead
     │   ├── ExternalCommitRefused   403 external-commit-refused: neither invite nor resync
     │   ├── InviteExpired           403 invite-expired: past the invite's expiry
     │   ├── InviteUsedUp            403 invite-used-up: its uses are all taken
@@ -41,7 +42,8 @@ branch::
     │   ├── UnknownAccount          404 unknown-account
     │   ├── DeviceNotFound          404 device-not-found: a device named in the path
     │   ├── UnknownGroup            404 unknown-group
-    │   └── InviteNotFound          404 invite-not-found: none, or reset
+    │   ├── InviteNotFound          404 invite-not-found: none, or reset
+    │   └── AttachmentNotFound      404 attachment-not-found: no blob has this hash
     ├── MethodNotAllowed            405 method-not-allowed
     ├── Conflict                    409 conflict
     │   ├── ReplayedRequest         409 replayed-request: the nonce was used before
@@ -53,14 +55,20 @@ branch::
     │   ├── DuplicateKeyPackage     409 duplicate-key-package
     │   ├── GroupExists             409 group-exists
     │   ├── InviteExists            409 invite-exists
+    │   ├── JoinRequestsFull        409 join-requests-full: an admin must answer some first
+    │   ├── ApprovalNotRequired     409 approval-not-required: join by external commit
     │   ├── CommitConflict          409 commit-conflict: carries the epoch's winning commit
     │   ├── StaleEpoch              409 stale-epoch: not the group's current epoch
     │   ├── MessageIdReused         409 message-id-reused: in another group or kind
     │   └── CursorAhead             409 cursor-ahead: past the end of the log
+    ├── Gone                        410 gone
+    │   ├── LogPruned               410 log-pruned: entries after the cursor were deleted
+    │   └── AttachmentExpired       410 attachment-expired: past its retention time
     ├── ContentTooLarge             413 content-too-large
     │   ├── BodyTooLarge            413 body-too-large: the body, in bytes
     │   ├── TooManyItems            413 too-many-items: a list over its limit
-    │   └── FieldTooLarge           413 field-too-large: one value over its limit
+    │   ├── FieldTooLarge           413 field-too-large: one value over its limit
+    │   └── AttachmentTooLarge      413 attachment-too-large: a blob over its limit
     ├── UnprocessableContent        422 unprocessable-content
     │   ├── InvalidCertificate      422 invalid-certificate
     │   ├── InvalidKeyPackage       422 invalid-key-package
@@ -89,6 +97,11 @@ from townsquare.auth import encode_b64u
 __all__ = [
     "PROBLEM_TYPE_PREFIX",
     "AccountExists",
+    "ApprovalNotRequired",
+    "ApprovalRequired",
+    "AttachmentExpired",
+    "AttachmentNotFound",
+    "AttachmentTooLarge",
     "AuthenticationFailed",
     "BadRequest",
     "BadSignature",
@@ -104,6 +117,7 @@ __all__ = [
     "ExternalCommitRefused",
     "FieldTooLarge",
     "Forbidden",
+    "Gone",
     "GroupExists",
     "GroupMismatch",
     "InvalidCertificate",
@@ -118,9 +132,11 @@ __all__ = [
     "InviteNotFound",
     "InviteSignatureInvalid",
     "InviteUsedUp",
+    "JoinRequestsFull",
     "KeyPackageNotOwned",
     "KeyPackageStoreFull",
     "KeyPackagesExhausted",
+    "LogPruned",
     "MLSRejected",
     "MalformedAuthentication",
     "MalformedMLS",
@@ -624,6 +640,33 @@ class GroupExists(Conflict):
     title = "The group exists"
 
 
+class JoinRequestsFull(Conflict):
+    """
+    The group has as many join requests waiting as the relay keeps; an admin must answer some.
+    """
+
+    code = "join-requests-full"
+    title = "Too many join requests are waiting"
+
+
+class ApprovalNotRequired(Conflict):
+    """
+    A join request to a group that does not require approval: join by external commit.
+    """
+
+    code = "approval-not-required"
+    title = "The group does not require approval; join by external commit"
+
+
+class ApprovalRequired(Forbidden):
+    """
+    An external commit by invite to a group that requires an admin's approval: ask instead.
+    """
+
+    code = "approval-required"
+    title = "The group requires an admin's approval; send a join request"
+
+
 class InviteExists(Conflict):
     """
     An invite with this key exists.
@@ -886,6 +929,81 @@ class Unavailable(ServerError):
     status = 503
     code = "unavailable"
     title = "The relay is not ready"
+
+
+# -- Retention and attachments ---------------------------------------------------------
+
+
+class Gone(ServerError):
+    """
+    What was asked for existed but the relay no longer keeps it (retention).
+    """
+
+    status = 410
+    code = "gone"
+    title = "Gone"
+
+
+class LogPruned(Gone):
+    """
+    Log entries after the device's ``after`` were deleted; it resyncs from ``first_seq``.
+
+    Townsquare: the relay deletes a log entry once every member device has
+    acknowledged it, or once it is older than the retention time. A device asking
+    for entries from before ``first_seq`` cannot be served them; it rejoins the
+    current epoch (an external commit) and reads on from there.
+    """
+
+    code = "log-pruned"
+    title = "The log was pruned past the device's cursor"
+    extension_schema: ClassVar[Mapping[str, Mapping[str, object]]] = {
+        "first_seq": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "The first sequence number the relay still serves.",
+        },
+    }
+
+    def __init__(self, detail: str, *, first_seq: int) -> None:
+        """
+        :param detail: what happened.
+        :param first_seq: the first sequence number the relay still serves.
+        """
+        super().__init__(detail)
+        self.first_seq = first_seq
+
+    def extensions(self) -> dict[str, object]:
+        """
+        :returns: ``first_seq``.
+        """
+        return {"first_seq": self.first_seq}
+
+
+class AttachmentExpired(Gone):
+    """
+    The attachment was stored, but its retention time has passed and its bytes are deleted.
+    """
+
+    code = "attachment-expired"
+    title = "The attachment has expired"
+
+
+class AttachmentNotFound(NotFound):
+    """
+    No attachment has this hash (never uploaded, or expired long ago).
+    """
+
+    code = "attachment-not-found"
+    title = "No such attachment"
+
+
+class AttachmentTooLarge(ContentTooLarge):
+    """
+    An uploaded attachment is longer than the relay's limit in bytes.
+    """
+
+    code = "attachment-too-large"
+    title = "The attachment is too large"
 
 
 def all_error_classes() -> tuple[type[ServerError], ...]:

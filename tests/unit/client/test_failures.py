@@ -18,6 +18,7 @@ from townsquare.client.core import (
     Client,
     CommitRejected,
     DeviceRegistered,
+    GroupResynced,
     MessageUndecryptable,
     RelayFailure,
     ResyncRequired,
@@ -146,12 +147,25 @@ def test_an_unknown_device_registers_again(network: Network, pair, drain) -> Non
     assert [e for e in drain(alice) if isinstance(e, DeviceRegistered)]
 
 
-def test_a_pruned_log_asks_for_a_resync(network: Network, pair, drain) -> None:
-    _alice, bob, group_id = pair
-    network.filter = lambda c, r: problem(410, "gone") if "messages?" in r.target else "deliver"
+def test_a_pruned_log_leads_to_a_resync(network: Network, pair, drain) -> None:
+    alice, bob, group_id = pair
+    before = [m.text for m in bob.messages(group_id)]
+    pruned = iter([problem(410, "log-pruned")])
+    network.filter = lambda c, r: next(pruned, "deliver") if "messages?" in r.target else "deliver"
     catch_up(network, [bob])
-    assert bob.group(group_id).needs_resync
-    assert [e for e in drain(bob) if isinstance(e, ResyncRequired)]
+    events = drain(bob)
+    assert [e for e in events if isinstance(e, ResyncRequired)]
+    # Bob rejoins by an external commit replacing his own leaf, keeps what he had,
+    # and reads what is said after.
+    assert [e for e in events if isinstance(e, GroupResynced)]
+    assert not bob.group(group_id).needs_resync
+    assert [m.text for m in bob.messages(group_id)] == before
+    catch_up(network, [alice, bob])
+    alice.send_text(group_id, "after the resync", now=network.now)
+    network.settle([alice])
+    catch_up(network, [bob])
+    assert texts(bob, group_id)[-1] == "after the resync"
+    assert alice.group(group_id).epoch == bob.group(group_id).epoch
     assert not bob.has_work()
 
 
@@ -168,11 +182,35 @@ def test_a_commit_that_cannot_be_processed_blocks_the_group(network: Network, pa
     catch_up(network, [bob])
     events = drain(bob)
     assert [e.seq for e in events if isinstance(e, ResyncRequired)] == [commit.seq]
-    assert bob.group(group_id).cursor == cursor
+    assert [e for e in events if isinstance(e, GroupResynced)]
+    # Bob rejoined after the damaged commit: the next epoch is shared again.
+    assert bob.group(group_id).cursor > cursor
+    assert not bob.group(group_id).needs_resync
+    catch_up(network, [alice, bob])
+    assert alice.group(group_id).epoch == bob.group(group_id).epoch
+    alice.send_text(group_id, "still together", now=network.now)
+    network.settle([alice])
+    catch_up(network, [bob])
+    assert texts(bob, group_id)[-1] == "still together"
+
+
+def test_a_resync_is_remembered_across_a_restart(network: Network, pair, drain) -> None:
+    alice, bob, group_id = pair
+    alice.update_keys(group_id, now=network.now)
+    network.settle([alice])
+    commit = network.relay.groups[group_id].log[-1]
+    commit.message = commit.message[:-1] + bytes([commit.message[-1] ^ 1])
+    # Bob sees the damaged commit, but the relay is gone before he can resync.
+    network.filter = lambda c, r: "lose" if "group-info" in r.target else "deliver"
+    catch_up(network, [bob])
     assert bob.group(group_id).needs_resync
-    # Restarting does not forget it.
     again = Client(bob._store, rng=lambda n: b"\x01" * n)
     assert again.group(group_id).needs_resync
+    network.filter = lambda c, r: "deliver"
+    network.run([again], seconds=30)
+    assert not again.group(group_id).needs_resync
+    catch_up(network, [alice, again])
+    assert again.group(group_id).epoch == alice.group(group_id).epoch
 
 
 def test_undecryptable_and_undecodable_entries_are_skipped(network: Network, pair, drain) -> None:

@@ -204,6 +204,9 @@ TABLES = (
     "welcomes",
     "welcome_recipients",
     "cursors",
+    "invites",
+    "attachments",
+    "join_requests",
 )
 
 

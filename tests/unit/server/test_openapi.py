@@ -8,9 +8,19 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from townsquare import auth
 from townsquare.server import Settings, create_app
-from townsquare.server.errors import PROBLEM_TYPE_PREFIX, ServerError, all_error_classes
+from townsquare.server.config import MAX_GROUP_ID_BYTES, MIN_GROUP_ID_BYTES
+from townsquare.server.errors import (
+    PROBLEM_TYPE_PREFIX,
+    InvalidRequest,
+    ServerError,
+    all_error_classes,
+)
+from townsquare.server.http.fields import GROUP_ID_PATTERN, group_id_from_path
 
 OPERATIONS = {
     ("get", "/healthz"),
@@ -31,7 +41,12 @@ OPERATIONS = {
     ("get", "/v1/groups/{group_id}/invites/{invite_key}"),
     ("put", "/v1/groups/{group_id}/invites/{invite_key}"),
     ("put", "/v1/groups/{group_id}/invite-settings"),
+    ("post", "/v1/groups/{group_id}/join-requests"),
+    ("get", "/v1/groups/{group_id}/join-requests"),
+    ("delete", "/v1/groups/{group_id}/join-requests/{device_key}"),
     ("get", "/v1/welcomes"),
+    ("post", "/v1/attachments"),
+    ("get", "/v1/attachments/{hash}"),
 }
 SIGNATURE_HEADERS = [
     "Townsquare-Device",
@@ -81,7 +96,10 @@ def test_error_responses_are_problems_with_known_types(spec):
         for operation in item.values():
             for status, response in operation["responses"].items():
                 if status.startswith("2"):
-                    assert list(response["content"]) == ["application/json"]
+                    # Attachments travel as bytes; everything else is JSON.
+                    binary = operation["operationId"] == "download_attachment"
+                    expected = "application/octet-stream" if binary else "application/json"
+                    assert list(response["content"]) == [expected]
                     continue
                 schema = response["content"]["application/problem+json"]["schema"]
                 assert set(schema["properties"]["type"]["enum"]) <= known
@@ -133,3 +151,48 @@ def test_problem_extension_members_are_described(spec):
     claim = spec["paths"]["/v1/devices/{device_key}/key-packages/claim"]["post"]["responses"]
     limited = claim["429"]["content"]["application/problem+json"]["schema"]
     assert "retry_after" in limited["required"]
+
+
+# -- Group ids in paths: the published pattern is exactly what the relay takes -------------
+# Schemathesis found that the old pattern (22 to 86 base64url characters) let
+# /openapi.json call texts valid that the relay refuses with 400: a length that
+# is no whole number of bytes, or a last character with nonzero unused bits.
+
+
+@given(st.from_regex(GROUP_ID_PATTERN, fullmatch=True))
+def test_every_group_id_the_schema_allows_is_one_the_relay_takes(text):
+    group_id = group_id_from_path(text)
+    assert MIN_GROUP_ID_BYTES <= len(group_id) <= MAX_GROUP_ID_BYTES
+    assert auth.encode_b64u(group_id) == text
+
+
+@given(st.binary(max_size=MAX_GROUP_ID_BYTES + 8))
+def test_the_group_id_pattern_matches_exactly_the_lengths_the_relay_takes(group_id):
+    matches = re.fullmatch(GROUP_ID_PATTERN, auth.encode_b64u(group_id)) is not None
+    assert matches == (MIN_GROUP_ID_BYTES <= len(group_id) <= MAX_GROUP_ID_BYTES)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "G" + "0" * 21,  # 22 characters whose last one has nonzero unused bits
+        "A" * 21,  # no whole number of bytes
+        "A" * 20,  # 15 bytes: too short
+        "A" * 87,  # 65 bytes: too long
+    ],
+)
+def test_a_group_id_the_relay_refuses_is_outside_the_pattern(text):
+    assert re.fullmatch(GROUP_ID_PATTERN, text) is None
+    with pytest.raises(InvalidRequest):
+        group_id_from_path(text)
+
+
+def test_group_routes_publish_the_exact_group_id_pattern(spec):
+    patterns = {
+        parameter["schema"]["pattern"]
+        for item in spec["paths"].values()
+        for operation in item.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "group_id"
+    }
+    assert patterns == {GROUP_ID_PATTERN}

@@ -68,6 +68,7 @@ from townsquare.client.core.events import (
     InviteFailed,
     InviteReady,
     JoinFailed,
+    JoinRequested,
     KeyPackagesUploaded,
     MemberJoined,
     MemberLeft,
@@ -158,7 +159,7 @@ from townsquare.mls.public_group import peek
 from townsquare.mls.ratchet_tree import RatchetTree
 from townsquare.mls.registries import ContentType
 from townsquare.mls.tree_math import LeafIndex
-from townsquare.mls.welcome import Welcome
+from townsquare.mls.welcome import GroupInfo, Welcome
 
 __all__ = ["Client", "ClientConfig"]
 
@@ -283,6 +284,11 @@ class _ExternalPost:
     digest: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _JoinRequestPost:
+    group_id: bytes
+
+
 _Purpose = (
     _Register
     | _Count
@@ -295,6 +301,7 @@ _Purpose = (
     | _InviteSync
     | _ExternalInfo
     | _ExternalPost
+    | _JoinRequestPost
 )
 
 #: Problem codes that end a join by link for good.
@@ -325,6 +332,18 @@ class _BuiltExternal:
     digest: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _BuiltRequest:
+    """
+    A join request ready to post, for a group that requires an admin's approval.
+    """
+
+    key_package: bytes
+    sealed_note: bytes
+    invite_key: bytes
+    invite_signature: bytes
+
+
 class _External:
     """
     An external commit being made (RFC 9420 §12.4.3.2): a join by invite link, or a resync.
@@ -334,14 +353,16 @@ class _External:
     a member already), reads the group's current GroupInfo as a member.
     """
 
-    __slots__ = ("built", "by_invite", "group_id", "secret", "slot")
+    __slots__ = ("built", "by_invite", "group_id", "requested", "secret", "slot")
 
-    def __init__(self, group_id: bytes, secret: bytes | None) -> None:
+    def __init__(self, group_id: bytes, secret: bytes | None, *, requested: bool = False) -> None:
         self.group_id = group_id
         self.secret = secret
         self.by_invite = secret is not None
-        self.slot = Slot(wanted=True)
-        self.built: _BuiltExternal | None = None
+        # Asked an approving group's admins; waiting for their Welcome.
+        self.requested = requested
+        self.slot = Slot(wanted=not requested)
+        self.built: _BuiltExternal | _BuiltRequest | None = None
 
 
 class _Outcome(enum.Enum):
@@ -585,7 +606,10 @@ class Client:
             self._load_group(group_id)
         for key, value in records.scan(JOIN_PREFIX):
             group_id = bytes.fromhex(key[len(JOIN_PREFIX) :])
-            self._external[group_id] = _External(group_id, decode_join(key, value).secret)
+            join = decode_join(key, value)
+            self._external[group_id] = _External(
+                group_id, join.secret, requested=bool(join.requested)
+            )
         for state in self._groups.values():
             if state.needs_resync and not state.status.closed:
                 self._external.setdefault(state.group_id, _External(state.group_id, None))
@@ -829,7 +853,12 @@ class Client:
             raise InvalidMessage(str(exc)) from exc
 
     def create_group(
-        self, *, title: str | None = None, members_can_add: bool = False, now: float
+        self,
+        *,
+        title: str | None = None,
+        members_can_add: bool = False,
+        approval_required: bool = False,
+        now: float,
     ) -> bytes:
         """
         Create a group with this device as its only member.
@@ -840,6 +869,8 @@ class Client:
         :param title: the group's title (a GroupTitle message), or ``None``.
         :param members_can_add: whether any member may add members (else only admins; this
             device is the first admin).
+        :param approval_required: whether newcomers with an invite link ask, and an admin
+            adds them, rather than join alone.
         :param now: Unix seconds.
         :returns: the new group's id (16 random bytes).
         :raises NotInitialized: before :meth:`initialize`.
@@ -865,7 +896,11 @@ class Client:
         )
         device = self._require_device()[0]
         # The creator is the group's first admin (townsquare.auth.group_policy).
-        policy = rules.GroupPolicy(admins=(device.device_key,), members_can_add=members_can_add)
+        policy = rules.GroupPolicy(
+            admins=(device.device_key,),
+            members_can_add=members_can_add,
+            approval_required=approval_required,
+        )
         group = Group.create(
             bundle,
             group_id=group_id,
@@ -1205,6 +1240,21 @@ class Client:
             return None
         return record.sealed_epoch > 0
 
+    def read_join_note(self, group_id: bytes, invite_key: bytes, sealed_note: bytes) -> str | None:
+        """
+        :returns: a join request's note (the newcomer's name), if this device holds the
+            invite's secret and the note opens; else ``None``.
+        :raises UnknownGroup: if this device holds no such group.
+        """
+        record = self._state(group_id).invite_records.get(invite_key)
+        if record is None:
+            return None
+        keys = invite_keys.derive_invite_keys(record.secret)
+        try:
+            return invite_keys.open_join_note(keys, group_id, sealed_note).decode("utf-8")
+        except (auth.AuthError, UnicodeDecodeError):
+            return None
+
     def join(self, group_id: bytes, secret: bytes, *, now: float) -> None:
         """
         Join a group by an invite link (its group id and secret), by external commit.
@@ -1234,6 +1284,13 @@ class Client:
         except StoreError as exc:
             raise StoreFailed(f"saving the join failed: {exc}") from exc
         self._external[group_id] = _External(group_id, secret)
+
+    def join_requested(self, group_id: bytes) -> bool:
+        """
+        :returns: whether this device asked to join the group and waits for an admin.
+        """
+        external = self._external.get(group_id)
+        return external is not None and external.requested
 
     def joining(self) -> tuple[bytes, ...]:
         """
@@ -1436,6 +1493,16 @@ class Client:
             return None
         group_id = external.group_id
         built = external.built
+        if isinstance(built, _BuiltRequest):
+            rid = self._request(_JoinRequestPost(group_id), external.slot)
+            return api.request_to_join(
+                rid,
+                group_id,
+                invite_key=built.invite_key,
+                key_package=built.key_package,
+                sealed_note=built.sealed_note,
+                invite_signature=built.invite_signature,
+            )
         if built is not None:
             rid = self._request(_ExternalPost(group_id, built.digest), external.slot)
             return api.post_message(
@@ -1621,7 +1688,10 @@ class Client:
             self._count.wanted and self._count.in_flight is None and self._upload.in_flight is None
         ):
             times.append(self._count.not_before)
-        slots: list[Slot] = [self._welcomes, *(e.slot for e in self._external.values())]
+        slots: list[Slot] = [
+            self._welcomes,
+            *(e.slot for e in self._external.values() if not e.requested),
+        ]
         times.extend(s.not_before for s in slots if s.wanted and s.in_flight is None)
         for state in self._groups.values():
             if state.status.closed or state.needs_resync:
@@ -1660,7 +1730,7 @@ class Client:
         slots = [self._register, self._count, self._upload, self._welcomes]
         if any(s.wanted for s in slots) or (self._registered and self._unuploaded):
             return True
-        if self._external:
+        if any(not e.requested for e in self._external.values()):
             return True
         for state in self._groups.values():
             if state.status.closed or state.needs_resync:
@@ -1778,7 +1848,7 @@ class Client:
                 return self._upload
             case _Welcomes():
                 return self._welcomes
-            case _ExternalInfo(group_id) | _ExternalPost(group_id):
+            case _ExternalInfo(group_id) | _ExternalPost(group_id) | _JoinRequestPost(group_id):
                 external = self._external.get(group_id)
                 return None if external is None else external.slot
             case _InviteSync(group_id):
@@ -1850,6 +1920,8 @@ class Client:
                 self._on_external_info(answer, purpose)
             case _ExternalPost():
                 self._on_external_post(answer, purpose)
+            case _JoinRequestPost():
+                self._on_join_request_post(answer, purpose)
 
     def _refused(self, slot: Slot, problem: api.Problem | None, path: str, now: float) -> None:
         # Retrying the same request will not help soon; try again much later,
@@ -2191,7 +2263,7 @@ class Client:
 
     def _build_external(
         self, external: _External, published: api.PublishedGroupInfo, now: float
-    ) -> _BuiltExternal:
+    ) -> _BuiltExternal | _BuiltRequest:
         """
         Build an external commit (RFC 9420 §12.4.3.2) from a published GroupInfo.
 
@@ -2214,6 +2286,12 @@ class Client:
                 (i for i, leaf in decoded.leaves() if leaf.signature_key == device.device_key),
                 None,
             )
+        if keys is not None and old_leaf is None:
+            message = MLSMessage.decode(group_info)
+            if isinstance(message.body, GroupInfo):
+                policy = rules.group_policy(message.body.group_context.extensions)
+                if policy is not None and policy.approval_required:
+                    return self._join_request(external.group_id, keys, now)
         joined = Group.join_external(
             group_info,
             credential=device.credential,
@@ -2238,11 +2316,67 @@ class Client:
             digest=_digest(joined.commit),
         )
 
+    def _join_request(
+        self, group_id: bytes, keys: invite_keys.InviteKeys, now: float
+    ) -> _BuiltRequest:
+        """
+        Ask an approving group's admins to add us: a KeyPackage kept for their Welcome, and
+        our name sealed so that only holders of the link read it.
+        """
+        _, pool = self._require_device()
+        (package,) = pool.generate(
+            1,
+            last_resort=False,
+            rng=self._rng,
+            now=int(now),
+            lifetime_seconds=self._config.key_package_lifetime_seconds,
+        )
+        # Kept for the admins' Welcome only: never offered to others' claims.
+        pool.mark_uploaded([package])
+        note = invite_keys.seal_join_note(
+            keys,
+            group_id,
+            (self._display_name or "").encode("utf-8"),
+            nonce=self._rng(invite_keys.NONCE_BYTES),
+        )
+        return _BuiltRequest(
+            key_package=package.message,
+            sealed_note=note,
+            invite_key=keys.signing_public_key,
+            invite_signature=invite_keys.sign_join_request(keys, group_id, package.message, note),
+        )
+
+    def _on_join_request_post(self, a: _Answer, p: _JoinRequestPost) -> None:
+        slot, outcome, problem, now = a.slot, a.outcome, a.problem, a.now
+        external = self._external.get(p.group_id)
+        if external is None or external.secret is None:
+            slot.done()
+            return
+        code = problem.code if problem else ""
+        external.built = None
+        if outcome == _Outcome.OK:
+            slot.done()
+            record = JoinRecord(secret=external.secret, created_at=int(now), requested=1)
+            self._store.device_records().apply({join_record_key(p.group_id): record.encode()}, ())
+            external.requested = True
+            self._events.append(JoinRequested(p.group_id))
+            return
+        if code == "approval-not-required":
+            # The admins changed the policy: read the invite again and join by commit.
+            slot.done()
+            external.slot.wanted = True
+            return
+        if code in _JOIN_REFUSALS or code == "invalid-request":
+            slot.done()
+            self._join_failed(external, code)
+            return
+        self._refused(slot, problem, "join-requests", now)
+
     def _on_external_post(self, a: _Answer, p: _ExternalPost) -> None:
         slot, outcome, problem, response, now = a.slot, a.outcome, a.problem, a.response, a.now
         external = self._external.get(p.group_id)
         built = None if external is None else external.built
-        if external is None or built is None or built.digest != p.digest:
+        if external is None or not isinstance(built, _BuiltExternal) or built.digest != p.digest:
             slot.done()
             return
         code = problem.code if problem else ""
@@ -2251,7 +2385,7 @@ class Client:
             self._install_external(external, built, api.accepted_seq(response), now)
             return
         external.built = None
-        if outcome == _Outcome.STALE:
+        if outcome == _Outcome.STALE or code == "approval-required":
             # The GroupInfo was stale (a commit came first, and nobody holding the
             # secret resealed yet): read it again after a moment.
             slot.failed(now, self._config.retry, self._rng)
@@ -2378,6 +2512,9 @@ class Client:
         self._save(state, txn)
         state.fetch.wanted = True
         pool.consume(package)
+        external = self._external.get(group.group_id)
+        if external is not None:
+            self._end_external(external)  # an admin approved our request
 
     def _open_welcome(
         self, pool: KeyPackagePool, pending: api.PendingWelcome, now: float

@@ -30,6 +30,7 @@ __all__ = [
     "InviteFailed",
     "InviteReady",
     "JoinFailed",
+    "JoinRequested",
     "KeyPackagesUploaded",
     "MemberJoined",
     "MemberLeft",
@@ -93,6 +94,16 @@ class JoinFailed:
 
     group_id: bytes
     code: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested:
+    """
+    The group requires an admin's approval: the relay holds our request; an admin's device
+    adds us (a :class:`GroupJoined` follows the Welcome).
+    """
+
+    group_id: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +324,7 @@ Event = (
     | InviteFailed
     | InviteReady
     | JoinFailed
+    | JoinRequested
     | KeyPackagesUploaded
     | MemberJoined
     | MemberLeft

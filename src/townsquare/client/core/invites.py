@@ -42,8 +42,9 @@ class InviteRecord(Struct):
     """
     An invite this device holds the secret of.
 
-    ``sealed_epoch`` is one more than the epoch whose GroupInfo the relay holds
-    sealed (0: not yet published); ``mine`` says whether this device made it
+    ``sealed_epoch`` is 0 before the relay holds the invite, 1 once it does (for an
+    epoch not known here), and ``epoch + 2`` once it holds that epoch's GroupInfo
+    sealed; ``mine`` says whether this device made it
     (and so publishes it), rather than joined by it.
     """
 
@@ -62,6 +63,9 @@ class JoinRecord(Struct):
 
     secret: Annotated[bytes, Opaque]
     created_at: Annotated[int, U64]
+    #: 1 once the relay holds our join request (the group requires approval): we wait
+    #: for an admin's Welcome instead of asking again.
+    requested: Annotated[int, U8] = 0
 
 
 def invite_record_key(invite_key: bytes) -> str:

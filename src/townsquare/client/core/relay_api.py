@@ -27,6 +27,7 @@ __all__ = [
     "FetchedLog",
     "KeyPackageCounts",
     "LogEntry",
+    "PendingJoinRequest",
     "PendingWelcome",
     "Problem",
     "PublishedGroupInfo",
@@ -40,23 +41,27 @@ __all__ = [
     "claim_account_key_packages",
     "create_group",
     "create_invite",
+    "delete_join_request",
     "download_attachment",
     "fetch_log",
     "fetch_welcomes",
     "get_group_info",
     "get_invite",
     "key_package_count",
+    "list_join_requests",
     "parse_attachment_blob",
     "parse_claimed",
     "parse_counts",
     "parse_group_info",
     "parse_invite",
+    "parse_join_requests",
     "parse_log",
     "parse_problem",
     "parse_uploaded_attachment",
     "parse_welcomes",
     "post_message",
     "register_account",
+    "request_to_join",
     "subscribe_frame",
     "update_invite",
     "upload_attachment",
@@ -539,6 +544,86 @@ def get_invite(request_id: int, group_id: bytes, invite_key: bytes) -> Request:
         target=f"{_group_path(group_id)}/invites/{_b64(invite_key)}",
         body=b"",
     )
+
+
+def request_to_join(
+    request_id: int,
+    group_id: bytes,
+    *,
+    invite_key: bytes,
+    key_package: bytes,
+    sealed_note: bytes,
+    invite_signature: bytes,
+) -> Request:
+    """
+    ``POST /v1/groups/{group_id}/join-requests``: ask an approving group's admins to add us.
+    """
+    body = {
+        "invite_key": _b64(invite_key),
+        "key_package": _b64(key_package),
+        "sealed_note": _b64(sealed_note),
+        "invite_signature": _b64(invite_signature),
+    }
+    return Request(
+        request_id=request_id,
+        method="POST",
+        target=f"{_group_path(group_id)}/join-requests",
+        body=_body(body),
+    )
+
+
+def list_join_requests(request_id: int, group_id: bytes) -> Request:
+    """
+    ``GET /v1/groups/{group_id}/join-requests``: the requests waiting for the admins.
+    """
+    return Request(
+        request_id=request_id,
+        method="GET",
+        target=f"{_group_path(group_id)}/join-requests",
+        body=b"",
+    )
+
+
+def delete_join_request(request_id: int, group_id: bytes, device_key: bytes) -> Request:
+    """
+    ``DELETE /v1/groups/{group_id}/join-requests/{device_key}``: deny, or clear after adding.
+    """
+    return Request(
+        request_id=request_id,
+        method="DELETE",
+        target=f"{_group_path(group_id)}/join-requests/{_b64(device_key)}",
+        body=b"",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJoinRequest:
+    """
+    A newcomer's request as an admin reads it: the device, its KeyPackage and sealed note.
+    """
+
+    device_key: bytes
+    invite_key: bytes
+    key_package: bytes
+    sealed_note: bytes
+    created_at: int
+
+
+def parse_join_requests(response: Response) -> list[PendingJoinRequest]:
+    """
+    :returns: the join requests in the answer.
+    :raises ProtocolError: if the answer is malformed.
+    """
+    return [
+        PendingJoinRequest(
+            device_key=_bytes(item, "device_key"),
+            invite_key=_bytes(item, "invite_key"),
+            key_package=_bytes(item, "key_package"),
+            sealed_note=_bytes(item, "sealed_note"),
+            created_at=_int(item, "created_at"),
+        )
+        for item in _objects(_json_object(response), "requests")
+    ]
 
 
 def get_group_info(request_id: int, group_id: bytes) -> Request:

@@ -388,11 +388,24 @@ class ClientDriver:
         self._client.sync(self._clock())
         self._woken(None)
 
-    def create_group(self, *, title: str | None = None) -> bytes:
+    def create_group(
+        self,
+        *,
+        title: str | None = None,
+        members_can_add: bool = False,
+        approval_required: bool = False,
+    ) -> bytes:
         """
         See :meth:`Client.create_group <townsquare.client.core.client.Client.create_group>`.
         """
-        return self._woken(self._client.create_group(title=title, now=self._clock()))
+        return self._woken(
+            self._client.create_group(
+                title=title,
+                members_can_add=members_can_add,
+                approval_required=approval_required,
+                now=self._clock(),
+            )
+        )
 
     def send(self, group_id: bytes, message: wire.Message) -> bytes:
         """
@@ -409,6 +422,54 @@ class ClientDriver:
         message_id = self._client.send_text(group_id, text, now=self._clock())
         failpoints.failpoint(failpoints.AFTER_OUTBOX_SAVED)
         return self._woken(message_id)
+
+    def add_key_packages(self, group_id: bytes, key_packages: Sequence[bytes]) -> None:
+        """
+        See :meth:`Client.add_key_packages
+        <townsquare.client.core.client.Client.add_key_packages>`.
+        """
+        self._client.add_key_packages(group_id, key_packages, now=self._clock())
+        self._woken(None)
+
+    async def relay_request(self, request: api.Request) -> api.Response:
+        """
+        Send one signed request outside the core's state machine and return the answer.
+
+        For interactive reads and answers that need no durability (an admin listing or
+        denying join requests): nothing is retried or stored.
+
+        :raises NotInitialized: before the device exists.
+        :raises ConnectionFailed: if the relay does not answer in time.
+        """
+        device = self._client.device
+        if device is None:
+            raise NotInitialized("no device: initialize first")
+        headers = auth.sign_request(
+            device_private_key=device.device_private_key,
+            method=request.method,
+            target=request.target,
+            body=request.body,
+            timestamp=int(self._clock()),
+            nonce=secrets.token_bytes(auth.NONCE_BYTES),
+        )
+        if request.content_type is not None:
+            headers["Content-Type"] = request.content_type
+        try:
+            async with asyncio.timeout(self._config.request_timeout_seconds):
+                answer = await self._http.request(
+                    request.method,
+                    self._relay_url + request.target,
+                    content=request.body or None,
+                    headers=headers,
+                )
+        except (httpx.RequestError, TimeoutError) as exc:
+            raise ConnectionFailed(f"{request.method} {request.target}: {exc!r}") from exc
+        return api.Response(
+            status=answer.status_code,
+            body=answer.content,
+            content_type=answer.headers.get("content-type", "").split(";")[0].strip(),
+            retry_after=_retry_after(answer.headers.get("retry-after")),
+        )
 
     def add_members(self, group_id: bytes, account_keys: Sequence[bytes]) -> None:
         """

@@ -148,11 +148,42 @@ ClientMessageIdText = Annotated[
     ),
 ]
 
-#: The text of a group id: MIN_GROUP_ID_BYTES to MAX_GROUP_ID_BYTES bytes in base64url.
-GROUP_ID_PATTERN = (
-    f"^[A-Za-z0-9_-]{{{math.ceil(MIN_GROUP_ID_BYTES * 4 / 3)},"
-    f"{math.ceil(MAX_GROUP_ID_BYTES * 4 / 3)}}}$"
-)
+_B64U_TAILS = {0: "", 1: "[A-Za-z0-9_-][AQgw]", 2: "[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]"}
+
+
+def _b64u_range_pattern(min_bytes: int, max_bytes: int) -> str:
+    """
+    Return the pattern of the canonical base64url text of ``min_bytes`` to ``max_bytes`` bytes.
+
+    A length range of characters alone would also admit texts the relay refuses
+    (a 21-character text is no whole number of bytes; a last character with
+    nonzero unused bits is not canonical), so ``/openapi.json`` would call them
+    valid. Instead: per count of whole 4-character groups, the tails (none, one
+    byte, two bytes) that keep the length in range, with runs of counts that
+    allow the same tails merged.
+
+    :param min_bytes: the fewest bytes encoded.
+    :param max_bytes: the most bytes encoded.
+    :returns: an anchored pattern (as in JSON Schema).
+    """
+    branches: list[tuple[int, int, tuple[int, ...]]] = []
+    for groups in range(min_bytes // 3, max_bytes // 3 + 1):
+        tails = tuple(t for t in _B64U_TAILS if min_bytes <= 3 * groups + t <= max_bytes)
+        if branches and branches[-1][2] == tails and branches[-1][1] == groups - 1:
+            branches[-1] = (branches[-1][0], groups, tails)
+        elif tails:
+            branches.append((groups, groups, tails))
+    alternatives = []
+    for first, last, tails in branches:
+        count = f"{{{first}}}" if first == last else f"{{{first},{last}}}"
+        ends = "|".join(_B64U_TAILS[t] for t in tails if t)
+        tail = f"(?:{ends})" + ("?" if 0 in tails else "")
+        alternatives.append(f"(?:[A-Za-z0-9_-]{{4}}){count}{tail}")
+    return f"^(?:{'|'.join(alternatives)})$"
+
+
+#: The text of a group id: MIN_GROUP_ID_BYTES to MAX_GROUP_ID_BYTES bytes in canonical base64url.
+GROUP_ID_PATTERN = _b64u_range_pattern(MIN_GROUP_ID_BYTES, MAX_GROUP_ID_BYTES)
 
 #: A group id (the MLS group_id) in a response.
 GroupIdText = Annotated[

@@ -34,9 +34,11 @@ from townsquare.server.errors import (
     InviteNotFound,
     InviteSignatureInvalid,
     InviteUsedUp,
+    LogPruned,
     MalformedMLS,
     MessageIdReused,
     NotAMember,
+    RateLimited,
     SenderMismatch,
     StaleEpoch,
     Unavailable,
@@ -61,6 +63,7 @@ from townsquare.server.http.fields import (
 )
 from townsquare.server.http.problems import documented_errors
 from townsquare.server.http.signing import SIGNED_ERRORS, SIGNED_OPENAPI, Signatures
+from townsquare.server.rate_limits import DeviceRateLimits
 from townsquare.server.storage import Appended, Device, GroupRecord, InviteRecord, LogEntry
 
 __all__ = [
@@ -358,16 +361,20 @@ _MESSAGE_ERRORS = (
     BodyTooLarge,
     FieldTooLarge,
     UnknownMemberDevice,
+    RateLimited,
     Unavailable,
 )
 
 
-def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
+def router(
+    delivery: DeliveryService, signatures: Signatures, *, rate_limits: DeviceRateLimits
+) -> APIRouter:
     """
     Build the group routes.
 
     :param delivery: the delivery service.
     :param signatures: the request-signature dependencies.
+    :param rate_limits: the per-device post quota.
     :returns: the router.
     """
     routes = APIRouter(tags=["groups"])
@@ -416,7 +423,8 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
             " commit (PublicMessage), which the relay checks. A commit carries the new epoch's"
             " GroupInfo and, if it adds members, their Welcome, and is stored with them"
             " atomically; the first commit for an epoch wins. A retry with the same"
-            " `client_message_id` answers 200 with the original entry."
+            " `client_message_id` answers 200 with the original entry. Each device may post"
+            " a limited number of messages per window (429 `rate-limited`)."
         ),
         responses={
             200: {"description": "A retry: the entry stored before.", "model": PostedBody},
@@ -431,6 +439,9 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
         response: Response,
         device: Device = Depends(signatures.device),
     ) -> PostedBody:
+        # Checked before the work and counted after it: a refused post, by the limit
+        # or by delivery, changes nothing in the store (server/rate_limits.py).
+        await rate_limits.check_post(device)
         appended = await delivery.post(
             device,
             group_id_from_path(group_id),
@@ -445,6 +456,8 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
         )
         if appended.duplicate:
             response.status_code = 200
+        else:
+            await rate_limits.count_post(device)
         return PostedBody.of(appended)
 
     @routes.get(
@@ -454,10 +467,17 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
         description=(
             "For member devices; entries from before the device joined are not served."
             f" At most `limit` entries ({DEFAULT_FETCH_LIMIT} by default, {MAX_FETCH_LIMIT}"
-            " at most), oldest first."
+            " at most), oldest first. If retention has deleted entries after `after`, the"
+            " answer is 410 `log-pruned` with `first_seq`, and the device resyncs."
         ),
         responses=documented_errors(
-            InvalidRequest, SIGNED_ERRORS, NotAMember, UnknownGroup, BodyTooLarge, Unavailable
+            InvalidRequest,
+            SIGNED_ERRORS,
+            NotAMember,
+            UnknownGroup,
+            LogPruned,
+            BodyTooLarge,
+            Unavailable,
         ),
         openapi_extra=SIGNED_OPENAPI,
         operation_id="fetch_messages",

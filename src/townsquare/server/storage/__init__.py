@@ -5,8 +5,9 @@ Backends: :class:`SQLiteStorage` (the default, one file in WAL mode in the data
 folder); a PostgreSQL backend joins later and must pass the same contract tests
 (``tests/unit/server/test_storage_contract.py``). Schema changes are numbered
 migrations in ``migrations/`` (see :mod:`townsquare.server.storage.migrations`):
-``0001_directory`` (accounts, devices, nonces, quotas, KeyPackages) and
-``0002_delivery``::
+``0001_directory`` (accounts, devices, nonces, quotas, KeyPackages),
+``0002_delivery``, ``0003_invites``, ``0004_retention_attachments`` (the
+log's pruned prefix, attachment blobs) and ``0005_join_requests``::
 
     groups             (group_id UNIQUE, epoch, group_info, ratchet_tree, last_seq,
                         created_at)
@@ -32,23 +33,28 @@ from __future__ import annotations
 from townsquare.server.storage.interface import (
     AccountClaim,
     Appended,
+    AttachmentRecord,
     ClaimedKeyPackage,
     Device,
     GroupMember,
     GroupRecord,
     GroupSnapshot,
     InviteRecord,
+    JoinRequest,
     KeyPackageCount,
     LogEntry,
     LogPage,
     Membership,
     MessageKind,
+    NewAttachment,
     NewCommit,
     NewGroup,
     NewInvite,
     NewMessage,
     PendingWelcome,
+    RetentionReport,
     Storage,
+    StoredAttachment,
 )
 from townsquare.server.storage.sqlite import DATABASE_FILE_NAME, SQLiteStorage
 
@@ -56,22 +62,27 @@ __all__ = [
     "DATABASE_FILE_NAME",
     "AccountClaim",
     "Appended",
+    "AttachmentRecord",
     "ClaimedKeyPackage",
     "Device",
     "GroupMember",
     "GroupRecord",
     "GroupSnapshot",
     "InviteRecord",
+    "JoinRequest",
     "KeyPackageCount",
     "LogEntry",
     "LogPage",
     "Membership",
     "MessageKind",
+    "NewAttachment",
     "NewCommit",
     "NewGroup",
     "NewInvite",
     "NewMessage",
     "PendingWelcome",
+    "RetentionReport",
     "SQLiteStorage",
     "Storage",
+    "StoredAttachment",
 ]

@@ -17,12 +17,17 @@ Welcomes waiting for new devices, and each device's cursor. Appending
 decides the sequence number, the epoch check and exactly-once (a device's
 client message id) inside one transaction; a commit's whole effect (log row,
 next epoch, GroupInfo and tree, members, Welcome) is one transaction too.
+
+Retention: :meth:`Storage.apply_retention` deletes the log entries every
+member device has acknowledged and everything older than the retention time;
+a fetch from before what is left raises ``LogPruned``. Attachments are opaque
+blobs stored once per SHA-256, kept until their ``expires_at``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -31,23 +36,28 @@ from townsquare.auth import DeviceCertificate
 __all__ = [
     "AccountClaim",
     "Appended",
+    "AttachmentRecord",
     "ClaimedKeyPackage",
     "Device",
     "GroupMember",
     "GroupRecord",
     "GroupSnapshot",
     "InviteRecord",
+    "JoinRequest",
     "KeyPackageCount",
     "LogEntry",
     "LogPage",
     "Membership",
     "MessageKind",
+    "NewAttachment",
     "NewCommit",
     "NewGroup",
     "NewInvite",
     "NewMessage",
     "PendingWelcome",
+    "RetentionReport",
     "Storage",
+    "StoredAttachment",
 ]
 
 
@@ -272,6 +282,24 @@ class NewInvite:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JoinRequest:
+    """
+    A newcomer's request to join a group that requires an admin's approval.
+    """
+
+    group_id: bytes
+    #: The asking device (its KeyPackage's leaf key).
+    device_key: bytes
+    #: The invite whose key signed the request.
+    invite_key: bytes
+    #: The encoded MLSMessage(KeyPackage) an admin adds.
+    key_package: bytes
+    #: nonce || ChaCha20-Poly1305 of the newcomer's note, under the invite's key; opaque here.
+    sealed_note: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InviteRecord:
     """
     An invite as the relay keeps it.
@@ -329,6 +357,70 @@ class PendingWelcome:
     #: The ratchet tree of that epoch, for a Welcome whose GroupInfo does not carry it.
     ratchet_tree: bytes
     created_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewAttachment:
+    """
+    An encrypted blob to store under its SHA-256.
+    """
+
+    #: SHA-256 of ``content``: the blob's address.
+    sha256: bytes
+    #: The blob, opaque to the relay (the device encrypted it).
+    content: bytes = field(repr=False)
+    #: The uploading device.
+    uploaded_by: bytes
+    uploaded_at: int
+    #: When the blob may be deleted (``uploaded_at`` plus the retention time).
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachmentRecord:
+    """
+    An attachment as the relay keeps it, without its bytes.
+    """
+
+    sha256: bytes
+    size: int
+    #: The device that first uploaded it.
+    uploaded_by: bytes
+    uploaded_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredAttachment:
+    """
+    The result of an upload: the attachment, and whether it was stored before.
+    """
+
+    record: AttachmentRecord
+    #: True when the same blob was already stored and unexpired: nothing new was
+    #: stored, and its expiry moved to the later of the two.
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionReport:
+    """
+    What one round of retention deleted.
+    """
+
+    log_entries: int
+    welcomes: int
+    #: Blobs whose bytes were deleted (their rows stay a while as tombstones).
+    attachments: int
+    #: Tombstones of expired blobs deleted.
+    tombstones: int
+
+    @property
+    def total(self) -> int:
+        """
+        Everything deleted, counted together.
+        """
+        return self.log_entries + self.welcomes + self.attachments + self.tombstones
 
 
 class Storage(Protocol):
@@ -416,10 +508,17 @@ class Storage(Protocol):
         ...
 
     async def consume_quota(
-        self, subject: bytes, action: str, *, now: int, window_seconds: int, limit: int
+        self,
+        subject: bytes,
+        action: str,
+        *,
+        now: int,
+        window_seconds: int,
+        limit: int,
+        amount: int = 1,
     ) -> None:
         """
-        Count one use of a rate-limited action in a fixed window, refusing it over the limit.
+        Count uses of a rate-limited action in a fixed window, refusing them over the limit.
 
         A refused use is not counted.
 
@@ -429,7 +528,31 @@ class Storage(Protocol):
         :param window_seconds: the length of a window; a new one starts at the first use
             after the previous one ended.
         :param limit: the most uses in one window.
-        :raises RateLimited: if the window's uses are spent; ``retry_after`` says when it ends.
+        :param amount: how many uses this is (bytes, for a byte quota); at least 1.
+        :raises RateLimited: if the window has fewer than ``amount`` uses left;
+            ``retry_after`` says when it ends.
+        :raises ValueError: if ``amount`` is below 1.
+        """
+        ...
+
+    async def check_quota(
+        self,
+        subject: bytes,
+        action: str,
+        *,
+        now: int,
+        window_seconds: int,
+        limit: int,
+        amount: int = 1,
+    ) -> None:
+        """
+        Check, without counting, that :meth:`consume_quota` would accept ``amount`` uses now.
+
+        For actions that count only once they have succeeded: check first, do the work,
+        then consume.
+
+        :raises RateLimited: if the current window has fewer than ``amount`` uses left.
+        :raises ValueError: if ``amount`` is below 1.
         """
         ...
 
@@ -538,7 +661,8 @@ class Storage(Protocol):
 
     async def get_commit(self, group_id: bytes, epoch: int) -> LogEntry | None:
         """
-        :returns: the commit that ended ``epoch`` in the group, or ``None``.
+        :returns: the commit that ended ``epoch`` in the group, or ``None`` (the epoch has
+            not ended, or retention deleted its commit).
         """
         ...
 
@@ -580,7 +704,8 @@ class Storage(Protocol):
         :raises MessageIdReused: if the id was used for a message of another group or kind.
         :raises NotAMember: if the sender is not a member.
         :raises CommitConflict: if another commit ended ``commit.epoch``; it carries that one.
-        :raises StaleEpoch: if ``commit.epoch`` is past the current epoch.
+        :raises StaleEpoch: if ``commit.epoch`` is past the current epoch, or ended by a
+            commit that retention has deleted.
         :raises UnknownMemberDevice: if a member or recipient is not a registered device.
         """
         ...
@@ -642,6 +767,28 @@ class Storage(Protocol):
         """
         ...
 
+    async def put_join_request(self, request: JoinRequest, *, max_pending: int) -> JoinRequest:
+        """
+        Store a join request, replacing the same device's earlier one for the group.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises JoinRequestsFull: if the group already has ``max_pending`` other requests.
+        """
+        ...
+
+    async def join_requests(self, group_id: bytes) -> tuple[JoinRequest, ...]:
+        """
+        :returns: the group's join requests from devices that are not members, oldest first.
+        :raises UnknownGroup: if there is no such group.
+        """
+        ...
+
+    async def delete_join_request(self, group_id: bytes, device_key: bytes) -> bool:
+        """
+        :returns: whether there was such a request (now deleted).
+        """
+        ...
+
     async def get_reset_invites_on_remove(self, group_id: bytes) -> bool:
         """
         :returns: whether a commit that removes a member deletes the group's invites.
@@ -662,12 +809,78 @@ class Storage(Protocol):
         :returns: the entries in order, with the group's epoch and last sequence number.
         :raises UnknownGroup: if there is no such group.
         :raises NotAMember: if the device is not a member.
+        :raises LogPruned: if entries after ``after`` (and after the device joined) may
+            have been deleted by retention, that is if that position is below the group's
+            ``pruned_seq``.
         """
         ...
 
     async def list_welcomes(self, device_key: bytes, *, limit: int) -> tuple[PendingWelcome, ...]:
         """
         :returns: the Welcomes waiting for a device, oldest first, at most ``limit``.
+        """
+        ...
+
+    async def apply_retention(self, now: int, *, retention_seconds: int) -> RetentionReport:
+        """
+        Delete what the relay no longer keeps; each group's part is one transaction.
+
+        Per group: ``pruned_seq`` moves up to the lowest position of its member devices
+        (a device's position is the later of its cursor and the commit that added it;
+        devices that left do not count), and to the last entry received at or before
+        ``now - retention_seconds``; it never passes ``last_seq``. Entries up to it are
+        deleted, except the current epoch's proposals (the relay replays them to check
+        the next commit) and commits whose Welcome still waits for a device. Welcomes
+        created at or before that time are deleted. Attachments whose ``expires_at`` has
+        come lose their bytes; their records (tombstones) are deleted once another
+        ``retention_seconds`` has passed.
+
+        :param now: the current time.
+        :param retention_seconds: how long anything is kept, at most.
+        :returns: how much was deleted.
+        """
+        ...
+
+    # -- Attachments ----------------------------------------------------------------------
+
+    async def put_attachment(self, attachment: NewAttachment) -> StoredAttachment:
+        """
+        Store an encrypted blob under its SHA-256, once.
+
+        If the blob is stored and unexpired, nothing new is stored and its expiry moves
+        to the later of the two; if it expired, it is stored again.
+
+        :param attachment: the blob.
+        :returns: the stored record, and whether it was there before.
+        :raises DeviceNotFound: if the uploader is not a registered device.
+        :raises ValueError: if ``attachment.sha256`` is not the SHA-256 of its content.
+        """
+        ...
+
+    async def get_attachment(self, sha256: bytes, *, now: int) -> AttachmentRecord:
+        """
+        Read an attachment's record, to serve its bytes.
+
+        :param sha256: the blob's address.
+        :param now: the current time.
+        :returns: the record.
+        :raises AttachmentNotFound: if no blob has this hash.
+        :raises AttachmentExpired: if its ``expires_at`` has come (its bytes may be gone).
+        """
+        ...
+
+    async def read_attachment(self, sha256: bytes, *, offset: int, length: int, now: int) -> bytes:
+        """
+        Read part of a stored blob.
+
+        :param sha256: the blob's address.
+        :param offset: where to start, in bytes.
+        :param length: how many bytes to read at most.
+        :param now: the current time.
+        :returns: the bytes from ``offset``, at most ``length`` (fewer at the end).
+        :raises AttachmentNotFound: if no blob has this hash.
+        :raises AttachmentExpired: if its ``expires_at`` has come.
+        :raises ValueError: if ``offset`` or ``length`` is negative.
         """
         ...
 

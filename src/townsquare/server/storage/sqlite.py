@@ -44,6 +44,8 @@ from typing import TypeVar
 from townsquare.auth import DeviceCertificate
 from townsquare.server.errors import (
     AccountExists,
+    AttachmentExpired,
+    AttachmentNotFound,
     CommitConflict,
     CursorAhead,
     DeviceExists,
@@ -55,8 +57,10 @@ from townsquare.server.errors import (
     InviteExpired,
     InviteNotFound,
     InviteUsedUp,
+    JoinRequestsFull,
     KeyPackagesExhausted,
     KeyPackageStoreFull,
+    LogPruned,
     MessageIdReused,
     NotAMember,
     RateLimited,
@@ -73,21 +77,26 @@ from townsquare.server.errors import (
 from townsquare.server.storage.interface import (
     AccountClaim,
     Appended,
+    AttachmentRecord,
     ClaimedKeyPackage,
     Device,
     GroupRecord,
     GroupSnapshot,
     InviteRecord,
+    JoinRequest,
     KeyPackageCount,
     LogEntry,
     LogPage,
     Membership,
     MessageKind,
+    NewAttachment,
     NewCommit,
     NewGroup,
     NewInvite,
     NewMessage,
     PendingWelcome,
+    RetentionReport,
+    StoredAttachment,
 )
 from townsquare.server.storage.migrations import Migration, load_migrations
 
@@ -418,36 +427,78 @@ class SQLiteStorage:
         await self._run_write(body, durable=False)
 
     async def consume_quota(
-        self, subject: bytes, action: str, *, now: int, window_seconds: int, limit: int
+        self,
+        subject: bytes,
+        action: str,
+        *,
+        now: int,
+        window_seconds: int,
+        limit: int,
+        amount: int = 1,
     ) -> None:
         """
-        Count one use of a rate-limited action.
+        Count uses of a rate-limited action.
 
-        :raises RateLimited: if this window's uses are spent.
+        :raises RateLimited: if this window has fewer than ``amount`` uses left.
+        :raises ValueError: if ``amount`` is below 1.
         """
+        _check_amount(amount)
 
         def body(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT window_start, used FROM quotas WHERE subject = ? AND action = ?",
-                (subject, action),
-            ).fetchone()
-            if row is None or row[0] + window_seconds <= now:
-                window_start, used = now, 0
-            else:
-                window_start, used = int(row[0]), int(row[1])
-            if used >= limit:
-                raise RateLimited(
-                    f"at most {limit} {action} requests per {window_seconds} s",
-                    retry_after=window_start + window_seconds - now,
-                )
+            window_start, used = _quota_window(
+                conn, subject, action, now=now, window_seconds=window_seconds
+            )
+            _refuse_over_quota(
+                action,
+                window_start,
+                used,
+                now=now,
+                window_seconds=window_seconds,
+                limit=limit,
+                amount=amount,
+            )
             conn.execute(
                 "INSERT INTO quotas (subject, action, window_start, used) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (subject, action)"
                 " DO UPDATE SET window_start = excluded.window_start, used = excluded.used",
-                (subject, action, window_start, used + 1),
+                (subject, action, window_start, used + amount),
             )
 
         await self._run_write(body, durable=False)
+
+    async def check_quota(
+        self,
+        subject: bytes,
+        action: str,
+        *,
+        now: int,
+        window_seconds: int,
+        limit: int,
+        amount: int = 1,
+    ) -> None:
+        """
+        Check, without counting, that ``amount`` uses would be accepted now.
+
+        :raises RateLimited: if this window has fewer than ``amount`` uses left.
+        :raises ValueError: if ``amount`` is below 1.
+        """
+        _check_amount(amount)
+
+        def body(conn: sqlite3.Connection) -> None:
+            window_start, used = _quota_window(
+                conn, subject, action, now=now, window_seconds=window_seconds
+            )
+            _refuse_over_quota(
+                action,
+                window_start,
+                used,
+                now=now,
+                window_seconds=window_seconds,
+                limit=limit,
+                amount=amount,
+            )
+
+        await self._run_read(body)
 
     async def purge_expired(self, now: int) -> int:
         """
@@ -718,8 +769,14 @@ class SQLiteStorage:
                 _require_membership(conn, commit.group_id, commit.sender_device)
             if commit.epoch < group.epoch:
                 winner = _commit_of(conn, group_id=commit.group_id, epoch=commit.epoch)
-                if winner is None:  # pragma: no cover - every past epoch ended in a commit
-                    raise StorageFailure(f"no commit is stored for past epoch {commit.epoch}")
+                if winner is None:
+                    # Every past epoch ended in a commit, but retention may have deleted
+                    # it: the committer is far behind, and catching up (a fetch answered
+                    # 410 log-pruned, then a resync) is all it can do.
+                    raise StaleEpoch(
+                        f"epoch {commit.epoch} has ended and its commit is no longer kept",
+                        epoch=group.epoch,
+                    )
                 raise CommitConflict(
                     f"epoch {commit.epoch} was ended by the commit at seq {winner.seq}",
                     epoch=group.epoch,
@@ -858,6 +915,83 @@ class SQLiteStorage:
 
         await self._run_write(body)
 
+    async def put_join_request(self, request: JoinRequest, *, max_pending: int) -> JoinRequest:
+        """
+        Store a join request, replacing the same device's earlier one for the group.
+
+        :raises UnknownGroup: if there is no such group.
+        :raises JoinRequestsFull: if the group already has ``max_pending`` other requests.
+        """
+
+        def body(conn: sqlite3.Connection) -> JoinRequest:
+            _require_group(conn, request.group_id)
+            (others,) = conn.execute(
+                "SELECT count(*) FROM join_requests WHERE group_id = ? AND device_key != ?",
+                (request.group_id, request.device_key),
+            ).fetchone()
+            if int(others) >= max_pending:
+                raise JoinRequestsFull("the group has too many join requests waiting")
+            conn.execute(
+                "INSERT OR REPLACE INTO join_requests"
+                " (group_id, device_key, invite_key, key_package, sealed_note, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    request.group_id,
+                    request.device_key,
+                    request.invite_key,
+                    request.key_package,
+                    request.sealed_note,
+                    request.created_at,
+                ),
+            )
+            return request
+
+        return await self._run_write(body)
+
+    async def join_requests(self, group_id: bytes) -> tuple[JoinRequest, ...]:
+        """
+        :returns: the group's join requests from devices that are not members, oldest first.
+        :raises UnknownGroup: if there is no such group.
+        """
+
+        def body(conn: sqlite3.Connection) -> tuple[JoinRequest, ...]:
+            _require_group(conn, group_id)
+            rows = conn.execute(
+                "SELECT r.device_key, r.invite_key, r.key_package, r.sealed_note, r.created_at"
+                " FROM join_requests r WHERE r.group_id = ? AND NOT EXISTS ("
+                "   SELECT 1 FROM group_devices m"
+                "   WHERE m.group_id = r.group_id AND m.device_key = r.device_key)"
+                " ORDER BY r.created_at, r.device_key",
+                (group_id,),
+            ).fetchall()
+            return tuple(
+                JoinRequest(
+                    group_id=group_id,
+                    device_key=bytes(row[0]),
+                    invite_key=bytes(row[1]),
+                    key_package=bytes(row[2]),
+                    sealed_note=bytes(row[3]),
+                    created_at=int(row[4]),
+                )
+                for row in rows
+            )
+
+        return await self._run_read(body)
+
+    async def delete_join_request(self, group_id: bytes, device_key: bytes) -> bool:
+        """
+        :returns: whether there was such a request (now deleted).
+        """
+
+        def body(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM join_requests WHERE group_id = ? AND device_key = ?",
+                (group_id, device_key),
+            )
+            return cursor.rowcount > 0
+
+        return await self._run_write(body)
+
     async def get_reset_invites_on_remove(self, group_id: bytes) -> bool:
         """
         :returns: whether removing a member deletes the group's invites.
@@ -884,6 +1018,15 @@ class SQLiteStorage:
             group = _require_group(conn, group_id)
             member = _require_membership(conn, group_id, device_key)
             start = max(after, member.joined_seq)
+            pruned_seq = _pruned_seq(conn, group_id)
+            if start < pruned_seq:
+                # Entries start + 1 .. pruned_seq may be deleted: serving what is left
+                # would skip some silently, so the device is told to resync instead.
+                raise LogPruned(
+                    f"entries after seq {start} are no longer kept; the log is served"
+                    f" from seq {pruned_seq + 1}",
+                    first_seq=pruned_seq + 1,
+                )
             entries = tuple(
                 _entry(row)
                 for row in conn.execute(
@@ -924,6 +1067,130 @@ class SQLiteStorage:
 
         return await self._run_read(body)
 
+    # -- Retention ----------------------------------------------------------------------
+
+    async def apply_retention(self, now: int, *, retention_seconds: int) -> RetentionReport:
+        """
+        Delete acknowledged and expired log entries, expired Welcomes and attachments.
+
+        The positions of every group's member devices are read on a reader connection,
+        which does not hold up writes; a position read there can only be behind the
+        current one (cursors move forward, and a device that joins since starts after
+        every entry then present), so deleting up to it is safe. Each group's deletion
+        is then one short write transaction.
+
+        :returns: how much was deleted.
+        """
+        cutoff = now - retention_seconds
+        # Welcomes first: a commit is kept while its Welcome waits, so one that
+        # expires now lets its commit go in this same round.
+        welcomes, attachments, tombstones = await self._run_write(
+            partial(_expire_welcomes_and_attachments, now=now, cutoff=cutoff), durable=False
+        )
+        plans = await self._run_read(partial(_retention_plans, cutoff=cutoff))
+        log_entries = 0
+        for group_id, pruned_seq in plans:
+            log_entries += await self._run_write(
+                partial(_prune_group, group_id=group_id, pruned_seq=pruned_seq), durable=False
+            )
+        return RetentionReport(
+            log_entries=log_entries,
+            welcomes=welcomes,
+            attachments=attachments,
+            tombstones=tombstones,
+        )
+
+    # -- Attachments ----------------------------------------------------------------------
+
+    async def put_attachment(self, attachment: NewAttachment) -> StoredAttachment:
+        """
+        Store a blob under its SHA-256, once.
+
+        :raises DeviceNotFound: if the uploader is not registered.
+        :raises ValueError: if ``sha256`` is not the content's SHA-256.
+        """
+        # Hashed on a thread of its own: neither the event loop nor the single writer
+        # thread should wait for 10 MiB to be hashed.
+        content = attachment.content
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(content).digest())
+        if digest != attachment.sha256:
+            raise ValueError("sha256 is not the SHA-256 of the attachment's content")
+
+        def body(conn: sqlite3.Connection) -> StoredAttachment:
+            _require_device(conn, attachment.uploaded_by)
+            row = conn.execute(
+                "SELECT expires_at, content IS NOT NULL FROM attachments WHERE sha256 = ?",
+                (attachment.sha256,),
+            ).fetchone()
+            if row is not None and bool(row[1]) and int(row[0]) > attachment.uploaded_at:
+                # The same bytes, still kept: a retry, or the same file sent twice.
+                conn.execute(
+                    "UPDATE attachments SET expires_at = max(expires_at, ?) WHERE sha256 = ?",
+                    (attachment.expires_at, attachment.sha256),
+                )
+                return StoredAttachment(
+                    record=_attachment_record(conn, attachment.sha256), duplicate=True
+                )
+            # New, or expired (a tombstone, or bytes retention has not reached yet):
+            # stored afresh, as if uploaded now.
+            conn.execute(
+                "INSERT INTO attachments"
+                " (sha256, size, content, uploaded_by, uploaded_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (sha256) DO UPDATE SET content = excluded.content,"
+                " size = excluded.size, uploaded_by = excluded.uploaded_by,"
+                " uploaded_at = excluded.uploaded_at, expires_at = excluded.expires_at",
+                (
+                    attachment.sha256,
+                    len(attachment.content),
+                    attachment.content,
+                    attachment.uploaded_by,
+                    attachment.uploaded_at,
+                    attachment.expires_at,
+                ),
+            )
+            return StoredAttachment(
+                record=_attachment_record(conn, attachment.sha256), duplicate=False
+            )
+
+        return await self._run_write(body)
+
+    async def get_attachment(self, sha256: bytes, *, now: int) -> AttachmentRecord:
+        """
+        Read an attachment's record.
+
+        :raises AttachmentNotFound: if no blob has this hash.
+        :raises AttachmentExpired: if it has expired.
+        """
+
+        def body(conn: sqlite3.Connection) -> AttachmentRecord:
+            _require_live_attachment(conn, sha256, now=now)
+            return _attachment_record(conn, sha256)
+
+        return await self._run_read(body)
+
+    async def read_attachment(self, sha256: bytes, *, offset: int, length: int, now: int) -> bytes:
+        """
+        Read part of a blob through SQLite's incremental blob I/O.
+
+        :raises AttachmentNotFound: if no blob has this hash.
+        :raises AttachmentExpired: if it has expired.
+        :raises ValueError: if ``offset`` or ``length`` is negative.
+        """
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+
+        def body(conn: sqlite3.Connection) -> bytes:
+            rowid, size = _require_live_attachment(conn, sha256, now=now)
+            if offset >= size or length == 0:
+                return b""
+            # Reads only the pages holding this part, not the whole blob.
+            with conn.blobopen("attachments", "content", rowid, readonly=True) as blob:
+                blob.seek(offset)
+                return blob.read(min(length, size - offset))
+
+        return await self._run_read(body)
+
     async def ack_cursor(self, group_id: bytes, *, device_key: bytes, seq: int, now: int) -> int:
         """
         Move a member's cursor forward and drop the Welcomes it has passed.
@@ -954,6 +1221,148 @@ class SQLiteStorage:
 
 # Quota rows idle this long are deleted: longer than any quota window.
 _QUOTA_RETENTION_SECONDS = 86_400
+
+
+def _check_amount(amount: int) -> None:
+    if amount < 1:
+        raise ValueError("a quota is consumed one use at least")
+
+
+def _quota_window(
+    conn: sqlite3.Connection,
+    subject: bytes,
+    action: str,
+    *,
+    now: int,
+    window_seconds: int,
+) -> tuple[int, int]:
+    # The current window's start and uses: a new, empty window once the last has ended.
+    row = conn.execute(
+        "SELECT window_start, used FROM quotas WHERE subject = ? AND action = ?",
+        (subject, action),
+    ).fetchone()
+    if row is None or row[0] + window_seconds <= now:
+        return now, 0
+    return int(row[0]), int(row[1])
+
+
+def _refuse_over_quota(
+    action: str,
+    window_start: int,
+    used: int,
+    *,
+    now: int,
+    window_seconds: int,
+    limit: int,
+    amount: int,
+) -> None:
+    if used + amount > limit:
+        raise RateLimited(
+            f"the {action} quota is {limit} per {window_seconds} s; {used} used, {amount} asked",
+            retry_after=window_start + window_seconds - now,
+        )
+
+
+def _pruned_seq(conn: sqlite3.Connection, group_id: bytes) -> int:
+    (pruned_seq,) = conn.execute(
+        "SELECT pruned_seq FROM groups WHERE group_id = ?", (group_id,)
+    ).fetchone()
+    return int(pruned_seq)
+
+
+def _retention_plans(conn: sqlite3.Connection, *, cutoff: int) -> list[tuple[bytes, int]]:
+    # For each group with something to delete: how far its log may be pruned. A
+    # member device's position is the later of its cursor and the commit that added
+    # it (it is served nothing before that); a group without members needs nothing.
+    plans: list[tuple[bytes, int]] = []
+    for group_id, pruned_seq, last_seq, read_through, expired_through, leftovers in conn.execute(
+        "SELECT g.group_id, g.pruned_seq, g.last_seq,"
+        " (SELECT min(max(d.joined_seq, coalesce(c.acked_seq, 0)))"
+        "  FROM group_devices AS d LEFT JOIN cursors AS c"
+        "  ON c.group_id = d.group_id AND c.device_key = d.device_key"
+        "  WHERE d.group_id = g.group_id),"
+        " (SELECT max(l.seq) FROM group_log AS l"
+        "  WHERE l.group_id = g.group_id AND l.received_at <= ?),"
+        " EXISTS (SELECT 1 FROM group_log AS l"
+        "  WHERE l.group_id = g.group_id AND l.seq <= g.pruned_seq)"
+        " FROM groups AS g",
+        (cutoff,),
+    ):
+        needed_from = int(last_seq) if read_through is None else int(read_through)
+        expired = 0 if expired_through is None else int(expired_through)
+        target = min(int(last_seq), max(int(pruned_seq), needed_from, expired))
+        if target > int(pruned_seq) or bool(leftovers):
+            plans.append((bytes(group_id), target))
+    return plans
+
+
+def _prune_group(conn: sqlite3.Connection, *, group_id: bytes, pruned_seq: int) -> int:
+    conn.execute(
+        "UPDATE groups SET pruned_seq = max(pruned_seq, ?) WHERE group_id = ?",
+        (pruned_seq, group_id),
+    )
+    # Kept although pruned: the current epoch's proposals, which the relay replays
+    # onto its public view to check the next commit, and a commit whose Welcome
+    # still waits for a device (the Welcome refers to it; it goes with the Welcome).
+    return int(
+        conn.execute(
+            "DELETE FROM group_log WHERE group_id = ?1"
+            " AND seq <= (SELECT pruned_seq FROM groups WHERE group_id = ?1)"
+            " AND NOT (kind = 'proposal'"
+            "  AND epoch = (SELECT epoch FROM groups WHERE group_id = ?1))"
+            " AND NOT EXISTS (SELECT 1 FROM welcomes AS w"
+            "  WHERE w.group_id = ?1 AND w.commit_seq = group_log.seq)",
+            (group_id,),
+        ).rowcount
+    )
+
+
+def _expire_welcomes_and_attachments(
+    conn: sqlite3.Connection, *, now: int, cutoff: int
+) -> tuple[int, int, int]:
+    # welcome_recipients go with their Welcome (ON DELETE CASCADE).
+    welcomes = conn.execute("DELETE FROM welcomes WHERE created_at <= ?", (cutoff,)).rowcount
+    attachments = conn.execute(
+        "UPDATE attachments SET content = NULL WHERE expires_at <= ? AND content IS NOT NULL",
+        (now,),
+    ).rowcount
+    # A tombstone answers 410 for one more retention period, then the hash is unknown.
+    tombstones = conn.execute(
+        "DELETE FROM attachments WHERE content IS NULL AND expires_at <= ?",
+        (cutoff,),
+    ).rowcount
+    return int(welcomes), int(attachments), int(tombstones)
+
+
+def _attachment_record(conn: sqlite3.Connection, sha256: bytes) -> AttachmentRecord:
+    size, uploaded_by, uploaded_at, expires_at = conn.execute(
+        "SELECT size, uploaded_by, uploaded_at, expires_at FROM attachments WHERE sha256 = ?",
+        (sha256,),
+    ).fetchone()
+    return AttachmentRecord(
+        sha256=sha256,
+        size=int(size),
+        uploaded_by=bytes(uploaded_by),
+        uploaded_at=int(uploaded_at),
+        expires_at=int(expires_at),
+    )
+
+
+def _require_live_attachment(
+    conn: sqlite3.Connection, sha256: bytes, *, now: int
+) -> tuple[int, int]:
+    # The blob's rowid and size, if it is stored and unexpired.
+    row = conn.execute(
+        "SELECT id, size, expires_at, content IS NOT NULL FROM attachments WHERE sha256 = ?",
+        (sha256,),
+    ).fetchone()
+    if row is None:
+        raise AttachmentNotFound("no attachment has this hash")
+    rowid, size, expires_at, has_content = row
+    if int(expires_at) <= now or not has_content:
+        raise AttachmentExpired("the attachment has expired and is no longer kept")
+    return int(rowid), int(size)
+
 
 _LOG_COLUMNS = "group_id, seq, epoch, kind, sender_device, client_message_id, message, received_at"
 

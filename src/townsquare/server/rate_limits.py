@@ -1,0 +1,114 @@
+"""
+Per-device rate limits on what fills the store: posted messages and uploaded attachments.
+
+Both use the store's fixed-window quotas (:meth:`Storage.consume_quota`), the
+mechanism KeyPackage claims use, kept in the database so that every relay
+process sharing it counts together. They differ from claims in one way:
+
+Townsquare choice: only what the relay accepts counts. Each request is
+checked against its device's quota before the work (:meth:`Storage.check_quota`,
+which writes nothing) and counted after it succeeded, so a refused request, by
+the limit or for any other reason, changes nothing in the store, and a device
+that sends a malformed message is told why rather than losing quota. The cost:
+requests of one device that run at the same moment may all pass the check, so
+a window can end up over its limit by the requests in flight; each was within
+the limit when it was checked, each is counted, and the next one is refused
+until the window ends.
+"""
+
+from __future__ import annotations
+
+from townsquare.server.clock import Clock
+from townsquare.server.config import Limits
+from townsquare.server.storage import Device, Storage
+
+__all__ = ["ATTACHMENT_BYTES_ACTION", "POST_ACTION", "DeviceRateLimits"]
+
+#: The quota name of posted messages (one use per message stored).
+POST_ACTION = "post-message"
+#: The quota name of uploaded attachment bytes (one use per byte).
+ATTACHMENT_BYTES_ACTION = "attachment-bytes"
+
+# Counting after the work records what was accepted; it never refuses, because the
+# check came before the work, and what was stored is stored.
+_RECORD_ONLY = 1 << 62
+
+
+class DeviceRateLimits:
+    """
+    Checks and counts the posts and uploads of each device.
+    """
+
+    def __init__(self, storage: Storage, clock: Clock, limits: Limits) -> None:
+        """
+        :param storage: where quota windows are kept.
+        :param clock: the relay's clock.
+        :param limits: ``posts_per_window``, ``attachment_bytes_per_window`` and their windows.
+        """
+        self._storage = storage
+        self._clock = clock
+        self._limits = limits
+
+    async def check_post(self, device: Device) -> None:
+        """
+        Refuse a post if the device has used its post quota.
+
+        :raises RateLimited: if it has; ``retry_after`` says when the window ends.
+        """
+        await self._storage.check_quota(
+            device.device_key,
+            POST_ACTION,
+            now=self._clock.now(),
+            window_seconds=self._limits.post_window_seconds,
+            limit=self._limits.posts_per_window,
+        )
+
+    async def count_post(self, device: Device) -> None:
+        """
+        Count a message the relay stored (not a retry answered from the store).
+        """
+        await self._count(
+            device,
+            POST_ACTION,
+            amount=1,
+            window_seconds=self._limits.post_window_seconds,
+        )
+
+    async def check_upload(self, device: Device, size: int) -> None:
+        """
+        Refuse an upload of ``size`` bytes that would pass the device's byte quota.
+
+        :raises RateLimited: if it would; ``retry_after`` says when the window ends.
+        """
+        await self._storage.check_quota(
+            device.device_key,
+            ATTACHMENT_BYTES_ACTION,
+            now=self._clock.now(),
+            window_seconds=self._limits.attachment_window_seconds,
+            limit=self._limits.attachment_bytes_per_window,
+            # An empty blob still costs a request; count it as one byte.
+            amount=max(1, size),
+        )
+
+    async def count_upload(self, device: Device, size: int) -> None:
+        """
+        Count the bytes of an accepted upload (a blob stored before counts too: it was sent).
+        """
+        await self._count(
+            device,
+            ATTACHMENT_BYTES_ACTION,
+            amount=max(1, size),
+            window_seconds=self._limits.attachment_window_seconds,
+        )
+
+    async def _count(
+        self, device: Device, action: str, *, amount: int, window_seconds: int
+    ) -> None:
+        await self._storage.consume_quota(
+            device.device_key,
+            action,
+            now=self._clock.now(),
+            window_seconds=window_seconds,
+            limit=_RECORD_ONLY,
+            amount=amount,
+        )
