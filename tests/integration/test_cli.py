@@ -271,3 +271,7 @@ def test_a_group_that_requires_approval(relay_process: Any, tmp_path: Path) -> N
     assert {m["name"] for m in li.json("members", group)} == {"王阿姨", "李叔"}
     spam.run("sync")
     assert spam.json("groups") == []
+    # The admin revokes the link: it no longer works for anyone.
+    assert wang.json("invite", group, "--reset") == {"revoked": 1}
+    (zhao,) = profiles(tmp_path / "later", relay_process.url, "Zhao")
+    assert "invite was refused: invite-not-found" in zhao.run("join", link, status=1).stderr

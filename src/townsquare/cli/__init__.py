@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # The member commands' options; every other argument is a positional one.
-_FLAGS = frozenset({"--json", "--all", "-h", "--help", "--approval", "--members-can-add"})
+_FLAGS = frozenset(
+    {"--json", "--all", "-h", "--help", "--approval", "--members-can-add", "--reset"}
+)
 _VALUED = ("--timeout", "--relay", "--name", "--days", "--uses")
 _GLOBAL_VALUED = ("--home",)
 

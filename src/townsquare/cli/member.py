@@ -183,6 +183,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--uses", type=int, default=None, help="how many people may join by it (default: 1000)"
     )
+    p.add_argument(
+        "--reset", action="store_true", help="revoke every invite link of the group instead"
+    )
     _json_flag(p)
     _sync_flags(p)
     p.set_defaults(run=_online(_invite))
@@ -226,8 +229,23 @@ async def _rekey(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reset_invites(args: argparse.Namespace, group_id: bytes) -> int:
+    async with open_online(args.home, timeout=args.timeout) as s:
+        answer = await s.driver.relay_request(api.reset_invites(0, group_id))
+    if not answer.ok:
+        raise CommandError(f"the relay refused: {api.parse_problem(answer).code}")
+    revoked = int(json.loads(answer.body)["revoked"])
+    if args.json:
+        print_json({"revoked": revoked})
+    else:
+        out(f"Revoked {revoked} invite link(s): they no longer work.")
+    return 0
+
+
 async def _invite(args: argparse.Namespace) -> int:
     group_id = decode_id(args.group, "GROUP")
+    if args.reset:
+        return await _reset_invites(args, group_id)
     if (args.days is not None and args.days <= 0) or (args.uses is not None and args.uses <= 0):
         raise CommandError("--days and --uses are positive", status=2)
     async with open_online(args.home, timeout=args.timeout) as s:

@@ -62,6 +62,7 @@ __all__ = [
     "post_message",
     "register_account",
     "request_to_join",
+    "reset_invites",
     "subscribe_frame",
     "update_invite",
     "upload_attachment",
@@ -531,6 +532,18 @@ def update_invite(
         method="PUT",
         target=f"{_group_path(group_id)}/invites/{_b64(invite_key)}",
         body=_body({"sealed_group_info": _b64(sealed_group_info)}),
+    )
+
+
+def reset_invites(request_id: int, group_id: bytes) -> Request:
+    """
+    ``DELETE /v1/groups/{group_id}/invites``: revoke every invite of the group (admins).
+    """
+    return Request(
+        request_id=request_id,
+        method="DELETE",
+        target=f"{_group_path(group_id)}/invites",
+        body=b"",
     )
 
 
