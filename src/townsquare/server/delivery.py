@@ -59,7 +59,6 @@ from townsquare import auth
 from townsquare.auth import invites
 from townsquare.auth.group_policy import GroupPolicy
 from townsquare.mls import errors as mls_errors
-from townsquare.mls.credentials import BasicCredential, Credential
 from townsquare.mls.framing import MemberSender, MLSMessage, NewMemberCommitSender
 from townsquare.mls.public_group import (
     MessageHeader,
@@ -78,7 +77,7 @@ from townsquare.server.config import (
     MIN_GROUP_ID_BYTES,
     Limits,
 )
-from townsquare.server.directory import check_key_package
+from townsquare.server.directory import check_key_package, device_credential
 from townsquare.server.errors import (
     ApprovalNotRequired,
     ApprovalRequired,
@@ -141,27 +140,6 @@ NOTE_MIN_BYTES = 12 + 16
 #: Townsquare choice: the one cipher suite groups use for now, whose signature scheme
 #: (Ed25519) is the device key's (RFC 9420 §17.1, MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519).
 SUPPORTED_CIPHER_SUITE = 1
-
-
-def device_credential(credential: Credential, signature_key: bytes) -> None:
-    """
-    Accept a leaf's credential only if it names the leaf's own key (RFC 9420 §5.3.1).
-
-    Townsquare, for now: a BasicCredential whose ``identity`` is the device key,
-    which is also the leaf's ``signature_key``. (A credential carrying the device
-    certificate, so that members see which account a device belongs to, replaces
-    it with the account work.)
-
-    :param credential: the leaf's credential.
-    :param signature_key: the leaf's signature key.
-    :raises InvalidCredential: if it is another kind of credential, or names another key.
-    """
-    if not isinstance(credential, BasicCredential):
-        raise mls_errors.InvalidCredential("a member's credential must be a BasicCredential")
-    if credential.identity != signature_key:
-        raise mls_errors.InvalidCredential(
-            "a member's credential must name its own signature key (the device key)"
-        )
 
 
 class CommitPolicy(Protocol):
@@ -676,7 +654,7 @@ class DeliveryService:
             raise InviteSignatureInvalid(
                 "the invite signature over the join request does not verify"
             ) from exc
-        check_key_package(key_package, device_key=device.device_key)
+        check_key_package(key_package, device_key=device.device_key, now=self._clock.now())
         policy = await self._group_policy(device, group_id)
         if policy is None or not policy.approval_required:
             raise ApprovalNotRequired("the group does not require approval: join by invite")

@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from townsquare import auth
+from townsquare.mls import errors as mls_errors
 from townsquare.mls.ciphersuite import get_cipher_suite
+from townsquare.mls.credentials import BasicCredential, Credential
 from townsquare.mls.errors import ProtocolError
 from townsquare.mls.framing import MLSMessage
-from townsquare.mls.key_package import KeyPackage
+from townsquare.mls.key_package import KeyPackage, validate_key_package
 from townsquare.mls.registries import ProtocolVersion
 from townsquare.server.clock import Clock
 from townsquare.server.config import Limits
@@ -66,15 +68,37 @@ def check_certificate(certificate: auth.DeviceCertificate, *, now: int, clock_sk
         raise InvalidCertificate("the account key's signature does not verify") from exc
 
 
-def check_key_package(data: bytes, *, device_key: bytes) -> None:
+def device_credential(credential: Credential, signature_key: bytes) -> None:
+    """
+    Accept a leaf's credential only if it names the leaf's own key (RFC 9420 §5.3.1).
+
+    Townsquare, for now: a BasicCredential whose ``identity`` is the device key,
+    which is also the leaf's ``signature_key``. (A credential carrying the device
+    certificate, so that members see which account a device belongs to, replaces
+    it with the account work.)
+
+    :param credential: the leaf's credential.
+    :param signature_key: the leaf's signature key.
+    :raises InvalidCredential: if it is another kind of credential, or names another key.
+    """
+    if not isinstance(credential, BasicCredential):
+        raise mls_errors.InvalidCredential("a member's credential must be a BasicCredential")
+    if credential.identity != signature_key:
+        raise mls_errors.InvalidCredential(
+            "a member's credential must name its own signature key (the device key)"
+        )
+
+
+def check_key_package(data: bytes, *, device_key: bytes, now: int) -> None:
     """
     Check that uploaded bytes are an ``MLSMessage`` carrying a KeyPackage of this device.
 
     :param data: the encoded MLSMessage.
     :param device_key: the uploading device's key.
+    :param now: the relay's time, for the leaf's lifetime.
     :raises InvalidKeyPackage: if the bytes do not decode as an MLSMessage (RFC 9420 §6)
         carrying an mls10 KeyPackage (§10) of a supported cipher suite, signed by its leaf's
-        signature key.
+        signature key, that passes RFC 9420 §10.1 and the leaf checks of §7.3.
     :raises KeyPackageNotOwned: if the leaf's signature key is not ``device_key``.
     """
     try:
@@ -101,12 +125,14 @@ def check_key_package(data: bytes, *, device_key: bytes) -> None:
         )
     except ProtocolError as exc:
         raise InvalidKeyPackage(f"the KeyPackage's signature does not verify: {exc}") from exc
-    # TODO(issue 4): call townsquare.mls.key_package.validate_key_package(suite, key_package,
-    # credential_validator=..., now=...) once the MLS group work lands, with a credential
-    # validator that checks Townsquare's device certificate. It adds the rest of RFC 9420
-    # §10.1 (init_key differs from the leaf's encryption_key) and the leaf-node checks of
-    # §7.3 (lifetime, capabilities, credential, the leaf's own signature); a last-resort
-    # upload should then also be required to carry the last_resort extension.
+    try:
+        # RFC 9420 §10.1 and the leaf node checks of §7.3: init key distinct from the
+        # leaf's key, the leaf's own signature, lifetime, capabilities, credential.
+        validate_key_package(suite, key_package, credential_validator=device_credential, now=now)
+    except ProtocolError as exc:
+        raise InvalidKeyPackage(
+            f"the KeyPackage is not valid ({type(exc).__name__}): {exc}"
+        ) from exc
 
 
 class Directory:
@@ -188,13 +214,14 @@ class Directory:
         :raises DuplicateKeyPackage: if a package is repeated or already stored.
         :raises KeyPackageStoreFull: if the device would store too many.
         """
+        now = self._clock.now()
         for data in (*one_time, *(() if last_resort is None else (last_resort,))):
-            check_key_package(data, device_key=device.device_key)
+            check_key_package(data, device_key=device.device_key, now=now)
         return await self._storage.add_key_packages(
             device.device_key,
             one_time=one_time,
             last_resort=last_resort,
-            now=self._clock.now(),
+            now=now,
             max_stored=self._limits.max_stored_key_packages,
         )
 

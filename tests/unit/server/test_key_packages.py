@@ -296,3 +296,50 @@ async def test_a_key_package_that_is_not_base64url_is_refused(relay, identity, p
     await upload_refused(
         relay, identity, {"one_time": ["a+b/"]}, problem, status=400, code="invalid-request"
     )
+
+
+async def test_a_key_package_failing_rfc_9420_10_1_is_refused(relay, identity, problem):
+    """The relay applies §10.1 and §7.3 too: expired, reused init key, unsigned leaf."""
+    from dataclasses import replace
+
+    from townsquare.mls.ciphersuite import get_cipher_suite
+    from townsquare.mls.leaf_node import Lifetime
+
+    from .conftest import NOW, device_bundle, seeded_rng
+
+    await relay.register(identity)
+    suite = get_cipher_suite(1)
+    good = device_bundle(identity, seeded_rng(b"kp")).key_package
+
+    def signed(package):  # type: ignore[no-untyped-def]
+        return replace(
+            package,
+            signature=suite.sign_with_label(
+                identity.device_private, b"KeyPackageTBS", package.to_be_signed()
+            ),
+        )
+
+    def signed_leaf(leaf):  # type: ignore[no-untyped-def]
+        return replace(
+            leaf,
+            signature=suite.sign_with_label(
+                identity.device_private, b"LeafNodeTBS", leaf.to_be_signed()
+            ),
+        )
+
+    expired = signed(
+        replace(good, leaf_node=signed_leaf(replace(good.leaf_node, lifetime=Lifetime(0, NOW - 1))))
+    )
+    reused = signed(replace(good, init_key=good.leaf_node.encryption_key))
+    unsigned_leaf = signed(replace(good, leaf_node=replace(good.leaf_node, signature=bytes(64))))
+    for package, error in (
+        (expired, "LifetimeInvalid"),
+        (reused, "InitKeyReused"),
+        (unsigned_leaf, "InvalidSignature"),
+    ):
+        data = MLSMessage(ProtocolVersion.MLS10, package).encode()
+        body = {"one_time": [auth.encode_b64u(data)]}
+        response = await upload_refused(
+            relay, identity, body, problem, status=422, code="invalid-key-package"
+        )
+        assert error in response.json()["detail"], response.json()["detail"]
