@@ -1,7 +1,8 @@
 """
 The ``townsquare`` command.
 
-``townsquare serve`` runs a relay; the member commands (``init``, ``whoami``, ``group create``,
+``townsquare serve`` runs a relay (``townsquare demo``, one with a demo
+county); the member commands (``init``, ``whoami``, ``group create``,
 ``add``, ``send``, ``sync``, ``messages``, ``members``, ``remove``,
 ``leave``, ``invite``, ``join``, ``requests``, ``approve``, ``deny``,
 ``rekey``) drive the client SDK on a device's home folder, given as
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from townsquare import __version__
-from townsquare.cli import member, serve
+from townsquare.cli import demo, member, serve
 from townsquare.cli.session import CommandError, error
 from townsquare.client.driver import HOME_ENVIRONMENT_VARIABLE
 from townsquare.client.errors import ClientError
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_parser(commands)
+    demo.add_parser(commands)
     member.add_parsers(commands)
     return parser
 

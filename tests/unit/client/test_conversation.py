@@ -363,3 +363,13 @@ def alice_time(network: Network):
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(network.now, UTC)
+
+
+def test_a_group_is_subscribed_once_the_relay_created_it(network: Network, make_client) -> None:
+    # Subscribing earlier would get unknown-group, and the push channel asks once.
+    alice = make_client("alice")
+    network.settle([alice])
+    group_id = alice.create_group(title="新群", now=network.now)
+    assert alice.subscriptions() == ()
+    network.settle([alice])
+    assert alice.subscriptions() == (group_id,)

@@ -1758,9 +1758,15 @@ class Client:
 
     def subscriptions(self) -> tuple[bytes, ...]:
         """
-        :returns: the groups whose news the push channel should carry (every open group).
+        :returns: the groups whose news the push channel should carry: every open group the
+            relay knows (not one still being created: the relay would refuse it, and the
+            channel subscribes each group once per connection).
         """
-        return tuple(gid for gid, s in self._groups.items() if not s.status.closed)
+        return tuple(
+            gid
+            for gid, s in self._groups.items()
+            if not s.status.closed and s.status != GroupStatus.CREATING
+        )
 
     def receive_push(self, data: bytes | str, now: float) -> None:
         """
