@@ -363,6 +363,12 @@ class _HeldProposal(Struct):
     proposal: Annotated[Proposal, PROPOSAL]
 
 
+@dataclass(frozen=True, slots=True)
+class _CoveredProposal(Struct):
+    sender: Annotated[Sender, SENDER]
+    proposal: Annotated[Proposal, PROPOSAL]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _PendingRecord(Struct):
     commit: Annotated[bytes, Opaque]
@@ -374,6 +380,8 @@ class _PendingRecord(Struct):
     next_epoch: _EpochRecord
     next_keys: Annotated[tuple[_NodeKey, ...], Vector]
     next_tree: Annotated[tuple[_NodeValue, ...], Vector]
+    # What the commit covers, with the proposers: what authority rules judge it by.
+    covered: Annotated[tuple[_CoveredProposal, ...], Vector]
 
 
 # -- Keys -------------------------------------------------------------------------------
@@ -871,6 +879,7 @@ class GroupPersistence:
                 _NodeKey(node, key) for node, key in _private_keys(next_epoch.private).items()
             ),
             next_tree=tuple(_NodeValue(i, v) for i, v in _differences(next_tree, tree, both)),
+            covered=tuple(_CoveredProposal(c.sender, c.proposal) for c in staged.covered),
         )
 
     def _past_record(
@@ -1171,6 +1180,7 @@ def _pending_from(
         reinit=bool(record.reinit),
         _next=next_epoch,
         _previous_epoch=epoch.context.epoch,
+        covered=tuple(SenderProposal(c.proposal, c.sender) for c in record.covered),
     )
     return PendingCommit(
         commit=record.commit,

@@ -908,6 +908,9 @@ def test_pending_commit_survives_a_restart_and_is_recognised_as_the_winner() -> 
     staged = restored.group.process(pending.commit)
     assert isinstance(staged, StagedCommit)
     assert staged.own
+    # What the commit covers, with its proposer, survives too (authority rules use it).
+    assert staged.covered == pending.staged.covered
+    assert [type(c.proposal) for c in staged.covered] == [Remove]
     restored.group.merge(staged)
     restored.save()
     apply_commit(b, pending.commit)
@@ -1327,6 +1330,7 @@ def test_every_slot_of_group_is_persisted() -> None:
         "reinit",
         "_next",
         "_previous_epoch",
+        "covered",
     }
 
 
