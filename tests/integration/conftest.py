@@ -172,9 +172,13 @@ class RelayProcess:
             }
 
 
+#: ``townsquare serve`` options of a relay that deletes nothing while a test runs.
+NO_HOUSEKEEPING = ("--housekeeping-seconds", "86400")
+
+
 @contextlib.contextmanager
-def running(base: Path) -> Iterator[RelayProcess]:
-    relay = RelayProcess(data_dir=base / "data", log_path=base / "relay.log")
+def running(base: Path, options: tuple[str, ...] = ()) -> Iterator[RelayProcess]:
+    relay = RelayProcess(data_dir=base / "data", log_path=base / "relay.log", options=options)
     relay.start()
     try:
         yield relay
@@ -192,32 +196,15 @@ def relay_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayPro
 @pytest.fixture(scope="module")
 def quiet_relay_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     """One relay for a whole module, deleting nothing while it runs (retention waits a day)."""
-    base = tmp_path_factory.mktemp("relay")
-    relay = RelayProcess(
-        data_dir=base / "data",
-        log_path=base / "relay.log",
-        options=("--housekeeping-seconds", "86400"),
-    )
-    relay.start()
-    try:
+    with running(tmp_path_factory.mktemp("relay"), NO_HOUSEKEEPING) as relay:
         yield relay
-    finally:
-        relay.stop()
 
 
 @pytest.fixture
 def relay_without_housekeeping(tmp_path: Path) -> Iterator[RelayProcess]:
     """A relay for one test that deletes nothing while it runs (retention waits a day)."""
-    relay = RelayProcess(
-        data_dir=tmp_path / "data",
-        log_path=tmp_path / "relay.log",
-        options=("--housekeeping-seconds", "86400"),
-    )
-    relay.start()
-    try:
+    with running(tmp_path, NO_HOUSEKEEPING) as relay:
         yield relay
-    finally:
-        relay.stop()
 
 
 @pytest.fixture

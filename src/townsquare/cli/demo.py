@@ -35,7 +35,7 @@ import uvicorn
 
 from townsquare.cli.demo_bots import VillageReady, run_county
 from townsquare.cli.demo_script import VILLAGES
-from townsquare.cli.serve import DEFAULT_HOST
+from townsquare.cli.serve import DEFAULT_HOST, relay_config
 from townsquare.cli.session import CommandError, encode_id, out, probe
 from townsquare.client.errors import ClientError
 from townsquare.server import Settings, create_app
@@ -59,8 +59,6 @@ MIN_POST_EVERY_SECONDS = 1.0
 _START_TIMEOUT_SECONDS = 30.0
 # Seconds uvicorn waits for requests in flight at shutdown (the bots have closed by then).
 _GRACEFUL_SHUTDOWN_SECONDS = 5
-# Seconds an idle keep-alive connection stays open (as ``townsquare serve``).
-_KEEP_ALIVE_SECONDS = 30
 # Addresses that mean "every interface": the bots reach the relay on the loopback.
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - a lookup, not a bind
 
@@ -303,20 +301,13 @@ async def _demo(options: _Options, data_dir: Path, *, temporary: bool) -> int:
     stop = asyncio.Event()
     app = create_app(Settings(data_dir=data_dir))
     server = _Relay(
-        uvicorn.Config(
+        relay_config(
             app,
             host=options.host,
             port=options.port,
             log_level="warning",
             access_log=False,
-            lifespan="on",
-            server_header=False,
-            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
-            timeout_keep_alive=_KEEP_ALIVE_SECONDS,
-            # As ``townsquare serve``: the sans-I/O websockets implementation,
-            # with a frame limit just above the relay's 64 KiB message limit.
-            ws="websockets-sansio",
-            ws_max_size=70 * 1024,
+            graceful_shutdown_seconds=_GRACEFUL_SHUTDOWN_SECONDS,
         )
     )
 

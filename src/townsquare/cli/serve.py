@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from townsquare.server import Settings, create_app
 from townsquare.server.config import Limits
@@ -81,6 +82,38 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
+def relay_config(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    graceful_shutdown_seconds: float = _GRACEFUL_SHUTDOWN_SECONDS,
+    access_log: bool = True,
+) -> uvicorn.Config:
+    """
+    The uvicorn settings of a relay (``serve`` and ``demo`` share them).
+
+    :returns: the configuration, for ``uvicorn.Server``.
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=int(graceful_shutdown_seconds),
+        timeout_keep_alive=_KEEP_ALIVE_SECONDS,
+        # The sans-I/O websockets implementation, and a frame limit just above
+        # the relay's own 64 KiB message limit, so uvicorn never buffers the
+        # 16 MiB frames it would accept by default.
+        ws="websockets-sansio",
+        ws_max_size=70 * 1024,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """
     Serve until stopped.
@@ -104,21 +137,8 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("townsquare serve: --housekeeping-seconds must be positive")
         limits = replace(limits, housekeeping_interval_seconds=args.housekeeping_seconds)
     app = create_app(Settings(data_dir=data_dir, limits=limits))
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
-        timeout_keep_alive=_KEEP_ALIVE_SECONDS,
-        # The sans-I/O websockets implementation, and a frame limit just above
-        # the relay's own 64 KiB message limit, so uvicorn never buffers the
-        # 16 MiB frames it would accept by default.
-        ws="websockets-sansio",
-        ws_max_size=70 * 1024,
+    server = uvicorn.Server(
+        relay_config(app, host=args.host, port=args.port, log_level=args.log_level)
     )
-    server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

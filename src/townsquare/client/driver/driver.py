@@ -236,12 +236,15 @@ class ClientDriver:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
 
-    async def _perform(self, request: api.Request) -> None:
-        device = self._client.device
-        if device is None:  # pragma: no cover - the core asks nothing without a device
-            return
+    async def _exchange(self, device_private_key: bytes, request: api.Request) -> api.Response:
+        """
+        Sign ``request`` as this device (docs/protocol.md, Request signing), send it, answer.
+
+        :raises httpx.RequestError: if the relay could not be reached.
+        :raises TimeoutError: if it did not answer in ``request_timeout_seconds``.
+        """
         headers = auth.sign_request(
-            device_private_key=device.device_private_key,
+            device_private_key=device_private_key,
             method=request.method,
             target=request.target,
             body=request.body,
@@ -250,14 +253,26 @@ class ClientDriver:
         )
         if request.content_type is not None:
             headers["Content-Type"] = request.content_type
+        async with asyncio.timeout(self._config.request_timeout_seconds):
+            answer = await self._http.request(
+                request.method,
+                self._relay_url + request.target,
+                content=request.body or None,
+                headers=headers,
+            )
+        return api.Response(
+            status=answer.status_code,
+            body=answer.content,
+            content_type=answer.headers.get("content-type", "").split(";")[0].strip(),
+            retry_after=_retry_after(answer.headers.get("retry-after")),
+        )
+
+    async def _perform(self, request: api.Request) -> None:
+        device = self._client.device
+        if device is None:  # pragma: no cover - the core asks nothing without a device
+            return
         try:
-            async with asyncio.timeout(self._config.request_timeout_seconds):
-                answer = await self._http.request(
-                    request.method,
-                    self._relay_url + request.target,
-                    content=request.body or None,
-                    headers=headers,
-                )
+            response = await self._exchange(device.device_private_key, request)
         except (httpx.RequestError, TimeoutError) as exc:
             _log.info("%s %s failed: %s", request.method, request.target, type(exc).__name__)
             self._client.request_failed(request.request_id, self._clock())
@@ -266,12 +281,6 @@ class ClientDriver:
             self._client.request_failed(request.request_id, self._clock())
             raise
         else:
-            response = api.Response(
-                status=answer.status_code,
-                body=answer.content,
-                content_type=answer.headers.get("content-type", "").split(";")[0].strip(),
-                retry_after=_retry_after(answer.headers.get("retry-after")),
-            )
             if response.ok and _is_message_post(request):
                 failpoints.failpoint(failpoints.AFTER_SEND_RESPONSE)
             try:
@@ -444,32 +453,10 @@ class ClientDriver:
         device = self._client.device
         if device is None:
             raise NotInitialized("no device: initialize first")
-        headers = auth.sign_request(
-            device_private_key=device.device_private_key,
-            method=request.method,
-            target=request.target,
-            body=request.body,
-            timestamp=int(self._clock()),
-            nonce=secrets.token_bytes(auth.NONCE_BYTES),
-        )
-        if request.content_type is not None:
-            headers["Content-Type"] = request.content_type
         try:
-            async with asyncio.timeout(self._config.request_timeout_seconds):
-                answer = await self._http.request(
-                    request.method,
-                    self._relay_url + request.target,
-                    content=request.body or None,
-                    headers=headers,
-                )
+            return await self._exchange(device.device_private_key, request)
         except (httpx.RequestError, TimeoutError) as exc:
             raise ConnectionFailed(f"{request.method} {request.target}: {exc!r}") from exc
-        return api.Response(
-            status=answer.status_code,
-            body=answer.content,
-            content_type=answer.headers.get("content-type", "").split(";")[0].strip(),
-            retry_after=_retry_after(answer.headers.get("retry-after")),
-        )
 
     def add_members(self, group_id: bytes, account_keys: Sequence[bytes]) -> None:
         """
