@@ -132,6 +132,7 @@ __all__ = [
     "decode_opaque",
     "encode_opaque",
     "generated_source",
+    "opaque_size",
 ]
 
 # RFC 9420 §2.1.2: the largest value a variable-length integer can hold
@@ -435,6 +436,21 @@ def encode_opaque(data: bytes) -> bytes:
     w = Writer()
     w.opaque(data)
     return w.getvalue()
+
+
+def opaque_size(n: int) -> int:
+    """
+    :returns: the size of an ``opaque x<V>`` of ``n`` bytes: the varint length (RFC 9420
+        §2.1.2, 1, 2 or 4 bytes) and the bytes.
+    :raises UsageError: if ``n`` does not fit a varint.
+    """
+    if 0 <= n < 0x40:
+        return 1 + n
+    if 0 <= n < 0x4000:
+        return 2 + n
+    if 0 <= n <= VARINT_MAX:
+        return 4 + n
+    raise UsageError(f"{n} does not fit a varint")
 
 
 def decode_opaque(data: bytes) -> bytes:

@@ -60,6 +60,8 @@ from townsquare.mls.framing import (
     PrivateMessage,
     PublicMessage,
     Sender,
+    encode_public_mls_message,
+    public_message_content_bytes,
 )
 from townsquare.mls.group_context import GroupContext
 from townsquare.mls.key_package import KeyPackageBundle, default_capabilities, key_package_ref
@@ -760,16 +762,20 @@ class Group:
         )
         return self._frame(auth, rng), auth
 
-    def _frame(self, auth: AuthenticatedContent, rng: Rng) -> bytes:
+    def _frame(
+        self, auth: AuthenticatedContent, rng: Rng, content_bytes: bytes | None = None
+    ) -> bytes:
         if auth.wire_format == WireFormat.MLS_PUBLIC_MESSAGE:
-            return _mls_message(
-                protect_public(
-                    self._suite,
-                    auth,
-                    membership_key=self._epoch.secrets.membership_key,
-                    group_context=self.context,
-                )
+            message = protect_public(
+                self._suite,
+                auth,
+                membership_key=self._epoch.secrets.membership_key,
+                group_context=self.context,
+                content_bytes=content_bytes,
             )
+            if content_bytes is None:
+                return _mls_message(message)
+            return encode_public_mls_message(message, content_bytes)
         return _mls_message(
             protect_private(
                 self._suite,
@@ -926,6 +932,9 @@ class Group:
             if self._config.public_handshake
             else WireFormat.MLS_PRIVATE_MESSAGE
         )
+        # The commit (with its UpdatePath) is encoded once, for the signature,
+        # the transcript hash, the membership tag and the message itself.
+        content_bytes = content.encode()
         signed = authenticate_content(
             suite,
             content,
@@ -933,6 +942,7 @@ class Group:
             signature_private_key=self._signature_private_key,
             group_context=epoch.context,
             confirmation_tag=b"",
+            content_bytes=content_bytes,
         )
         next_epoch = self._next_epoch(
             signed=signed,
@@ -944,9 +954,10 @@ class Group:
             psk=psk,
             own_leaf=epoch.own_leaf,
             received_tag=None,
+            content_bytes=content_bytes,
         )
         auth = replace(signed, confirmation_tag=next_epoch.confirmation_tag)
-        commit_message = self._frame(auth, rng)
+        commit_message = self._frame(auth, rng, content_bytes)
 
         welcome_message = None
         if applied.added:
@@ -1039,13 +1050,14 @@ class Group:
         received_tag: bytes | None,
         interim_before: bytes | None = None,
         context_before: GroupContext | None = None,
+        content_bytes: bytes | None = None,
     ) -> _Epoch:
         suite = self._suite
         before = context_before or self._epoch.context
         interim = self._epoch.interim_transcript_hash if interim_before is None else interim_before
         # RFC 9420 §8.2: the confirmed transcript hash covers the commit's
         # FramedContent and signature, not its confirmation tag.
-        confirmed = confirmed_transcript_hash(suite, interim, signed)
+        confirmed = confirmed_transcript_hash(suite, interim, signed, content_bytes=content_bytes)
         context = GroupContext(
             cipher_suite=suite.suite_id,
             group_id=before.group_id,
@@ -1095,8 +1107,12 @@ class Group:
         """
         message = MLSMessage.decode(message_bytes)
         body = message.body
+        content_bytes: bytes | None = None
         if isinstance(body, PublicMessage):
-            auth = self._unprotect_public(body)
+            # The content as the sender encoded and signed it, found in the
+            # received bytes rather than encoded again (three times over).
+            content_bytes = public_message_content_bytes(message_bytes, body)
+            auth = self._unprotect_public(body, content_bytes)
         elif isinstance(body, PrivateMessage):
             if body.group_id != self.group_id:
                 raise WrongGroup("message is for another group")
@@ -1116,7 +1132,7 @@ class Group:
 
         content = auth.content.content
         if isinstance(content, Commit):
-            return self._process_commit(message_bytes, auth, content, now)
+            return self._process_commit(message_bytes, auth, content, now, content_bytes)
         if isinstance(content, ApplicationData):  # pragma: no cover - refused by framing
             raise InvalidContentType("application data must be a PrivateMessage")
         ref = proposal_ref(self._suite, auth)
@@ -1138,7 +1154,9 @@ class Group:
         if isinstance(proposal, Update) and not isinstance(sender, MemberSender):
             raise InvalidSender("an Update must come from a member")
 
-    def _unprotect_public(self, message: PublicMessage) -> AuthenticatedContent:
+    def _unprotect_public(
+        self, message: PublicMessage, content_bytes: bytes | None = None
+    ) -> AuthenticatedContent:
         content = message.content
         check_group_and_epoch(content.group_id, content.epoch, self.context)
         # RFC 9420 §6.1: for new_member_commit "The content_type of the message
@@ -1177,6 +1195,7 @@ class Group:
             membership_key=self._epoch.secrets.membership_key,
             group_context=self.context,
             signature_public_key=key,
+            content_bytes=content_bytes,
         )
 
     def _unprotect_private(self, message: PrivateMessage) -> AuthenticatedContent:
@@ -1212,7 +1231,12 @@ class Group:
         return auth
 
     def _process_commit(
-        self, message_bytes: bytes, auth: AuthenticatedContent, commit: Commit, now: int | None
+        self,
+        message_bytes: bytes,
+        auth: AuthenticatedContent,
+        commit: Commit,
+        now: int | None,
+        content_bytes: bytes | None = None,
     ) -> StagedCommit:
         suite = self._suite
         epoch = self._epoch
@@ -1322,6 +1346,8 @@ class Group:
                 update_path=commit.path,
                 group_context=provisional,
                 excluded_leaves=[leaf for leaf, _ in applied.added],
+                # _validate_path_leaf has just verified it (as committer, in this group).
+                leaf_signature_verified=True,
             )
             tree, private, commit_secret = (
                 processed.tree,
@@ -1356,6 +1382,7 @@ class Group:
             psk=psk,
             own_leaf=own_leaf,
             received_tag=auth.confirmation_tag,
+            content_bytes=content_bytes,
         )
         return StagedCommit(
             epoch=next_epoch.context.epoch,

@@ -107,9 +107,11 @@ from townsquare.mls.group import (
 )
 from townsquare.mls.group_context import GroupContext
 from townsquare.mls.key_schedule import EpochSecrets
+from townsquare.mls.leaf_node import LeafNode
 from townsquare.mls.proposal_list import SenderProposal
 from townsquare.mls.proposals import PROPOSAL, Proposal
 from townsquare.mls.ratchet_tree import NODE, Node, RatchetTree
+from townsquare.mls.registries import NodeType
 from townsquare.mls.secret_tree import RatchetKind, RatchetState, SecretTree, SecretTreeState
 from townsquare.mls.tree_math import LeafIndex, NodeIndex, leaf_to_node, node_count
 from townsquare.mls.treekem import TreeKEMPrivate
@@ -184,8 +186,10 @@ class GroupStore(Protocol):
 
 def _check_ascii(text: str, what: str) -> None:
     # Printable ASCII without space: keys sort the same as bytes and as text,
-    # in every store, and a prefix's upper bound is one character away.
-    if not all("!" <= ch <= "~" for ch in text):
+    # in every store, and a prefix's upper bound is one character away. Among
+    # ASCII characters, isprintable() accepts exactly " " to "~"; a save checks
+    # some 30 keys, so this stays in C rather than a loop per character.
+    if not (text.isascii() and text.isprintable()) or " " in text:
         raise UsageError(f"{what} {text!r} is not printable ASCII")
 
 
@@ -449,6 +453,20 @@ def _number(text: str, key: str) -> int:
 
 
 # -- Values to records and back ---------------------------------------------------------
+
+
+_LEAF_NODE_TYPE = bytes((NodeType.LEAF,))
+
+
+def _node_record(tree: RatchetTree, index: int, value: Node) -> bytes:
+    """
+    :returns: ``_NodeRecord(value).encode()`` for ``value``, the node at ``index`` of ``tree``.
+    """
+    if isinstance(value, LeafNode):
+        # The Node select's type octet (RFC 9420 §7.8), then the leaf's
+        # encoding, which the tree keeps (a first save writes every leaf).
+        return _LEAF_NODE_TYPE + tree.leaf_encoding(LeafIndex(index // 2))
+    return _NodeRecord(value).encode()
 
 
 def _epoch_record(epoch: _Epoch) -> _EpochRecord:
@@ -747,7 +765,7 @@ class GroupPersistence:
             if value is None:
                 batch.delete(_tree_key(i))
             else:
-                batch.put(_tree_key(i), _NodeRecord(value).encode())
+                batch.put(_tree_key(i), _node_record(tree, i, value))
 
         # Private keys, PSKs, held proposals and pending updates: O(log n)
         # or a handful each, so compared whole with what was stored.
@@ -847,11 +865,17 @@ class GroupPersistence:
         # all nodes if it is of another lineage.
         saved = self._tree_nodes
         width = tree.node_width
-        indices: Iterable[int] = (
-            range(max(width, len(saved))) if candidates is None else sorted(candidates)
-        )
         out: list[tuple[int, Node | None]] = []
-        for i in indices:
+        if candidates is None:
+            # Every node: read the tree's array once (what a first save or a
+            # joined group's costs), not node by node.
+            current = tree.to_nodes().nodes
+            for i in range(max(width, len(saved))):
+                value = current[i] if i < len(current) else None
+                if value is not (saved[i] if i < len(saved) else None):
+                    out.append((i, value))
+            return out
+        for i in sorted(candidates):
             value = tree.node(NodeIndex(i)) if i < width else None
             if value is not (saved[i] if i < len(saved) else None):
                 out.append((i, value))

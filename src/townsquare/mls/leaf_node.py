@@ -11,7 +11,18 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated
 
-from townsquare.mls.codec import U8, U16, U32, U64, Opaque, Struct, Vector, When
+from townsquare.mls.codec import (
+    U8,
+    U16,
+    U32,
+    U64,
+    Opaque,
+    Struct,
+    Vector,
+    When,
+    encode_opaque,
+    opaque_size,
+)
 from townsquare.mls.credentials import CREDENTIAL, BasicCredential, Credential
 from townsquare.mls.errors import (
     DuplicateExtension,
@@ -152,16 +163,34 @@ class LeafNode(Struct):
     extensions: Annotated[tuple[Extension, ...], Vector] = ()
     signature: Annotated[bytes, Opaque] = b""
 
-    def to_be_signed(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
+    def to_be_signed(
+        self,
+        group_id: bytes | None = None,
+        leaf_index: int | None = None,
+        *,
+        encoding: bytes | None = None,
+    ) -> bytes:
         """
         Encode the LeafNodeTBS that this leaf's signature covers (RFC 9420 §7.2).
 
         :param group_id: the group's id; required unless the source is ``key_package``.
         :param leaf_index: the leaf's index; required unless the source is ``key_package``.
+        :param encoding: ``self.encode()``, if the caller has it (a ratchet tree keeps its
+            leaves' encodings), so that the fields are not encoded again.
         :returns: the encoded LeafNodeTBS.
         :raises UsageError: if the group id or leaf index is missing where required.
         """
         in_group = self.leaf_node_source != LeafNodeSource.KEY_PACKAGE
+        if encoding is not None:
+            # LeafNodeTBS is the LeafNode's fields up to its extensions, that
+            # is its encoding without the signature<V> at the end, then for
+            # update and commit sources opaque group_id<V> and uint32 leaf_index
+            # (a missing or out-of-range one is left to the struct to refuse).
+            unsigned = encoding[: len(encoding) - opaque_size(len(self.signature))]
+            if not in_group:
+                return unsigned
+            if group_id is not None and leaf_index is not None and 0 <= leaf_index <= 0xFFFFFFFF:
+                return unsigned + encode_opaque(group_id) + leaf_index.to_bytes(4, "big")
         return LeafNodeTBS(
             encryption_key=self.encryption_key,
             signature_key=self.signature_key,

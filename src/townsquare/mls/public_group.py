@@ -88,6 +88,7 @@ from townsquare.mls.framing import (
     PrivateMessage,
     PublicMessage,
     Sender,
+    public_message_content_bytes,
 )
 from townsquare.mls.group import Group, GroupConfig, proposal_ref
 from townsquare.mls.group_context import GroupContext
@@ -474,10 +475,13 @@ class PublicGroup:
             )
         if not isinstance(body, PublicMessage):
             raise InvalidContentType("expected a PublicMessage")
-        auth = self._authenticate(body)
+        # The content as the sender signed it, found in the received bytes
+        # rather than encoded again for the signature and the transcript hash.
+        content_bytes = public_message_content_bytes(message_bytes, body)
+        auth = self._authenticate(body, content_bytes)
         content = auth.content.content
         if isinstance(content, Commit):
-            return self._process_commit(auth, content, now)
+            return self._process_commit(auth, content, now, content_bytes)
         if isinstance(content, ApplicationData):  # pragma: no cover - refused by _authenticate
             raise InvalidContentType("application data must be a PrivateMessage")
         sender = auth.content.sender
@@ -486,7 +490,7 @@ class PublicGroup:
         self._proposals[ref] = SenderProposal(content, sender)
         return PublicProposal(ref, content, sender)
 
-    def _authenticate(self, message: PublicMessage) -> AuthenticatedContent:
+    def _authenticate(self, message: PublicMessage, content_bytes: bytes) -> AuthenticatedContent:
         # The same checks in the same order as Group._unprotect_public and
         # unprotect_public, so that both refuse a message with the same error,
         # minus the membership tag, whose key the relay does not hold.
@@ -530,7 +534,13 @@ class PublicGroup:
         )
         # RFC 9420 §6.2: a member's membership tag is a MAC under the epoch's
         # membership_key, which the relay does not hold: it is not checked.
-        verify_content_signature(self._suite, auth, signature_public_key=key, group_context=context)
+        verify_content_signature(
+            self._suite,
+            auth,
+            signature_public_key=key,
+            group_context=context,
+            content_bytes=content_bytes,
+        )
         return auth
 
     def _member_leaf(self, leaf_index: int) -> LeafNode | None:
@@ -576,7 +586,7 @@ class PublicGroup:
             )
 
     def _process_commit(
-        self, auth: AuthenticatedContent, commit: Commit, now: int | None
+        self, auth: AuthenticatedContent, commit: Commit, now: int | None, content_bytes: bytes
     ) -> PublicCommit:
         suite = self._suite
         epoch = self._epoch
@@ -658,7 +668,9 @@ class PublicGroup:
         # FramedContent and signature; the interim one adds its confirmation
         # tag, which the public view takes on trust (§8.1 needs the secret
         # confirmation_key).
-        confirmed = confirmed_transcript_hash(suite, epoch.interim_transcript_hash, auth)
+        confirmed = confirmed_transcript_hash(
+            suite, epoch.interim_transcript_hash, auth, content_bytes=content_bytes
+        )
         context = GroupContext(
             cipher_suite=suite.suite_id,
             group_id=epoch.context.group_id,
@@ -749,9 +761,12 @@ class PublicGroup:
         path: UpdatePath,
         applied: AppliedProposals,
     ) -> RatchetTree:
-        # The leaf's signature, the path's keys and length and the parent hash
-        # (RFC 9420 §7.5, §7.9.2), as every member checks them.
-        merged = merge_update_path(tree, committer, path, group_id=self.group_id)
+        # The path's keys and length and the parent hash (RFC 9420 §7.5,
+        # §7.9.2), as every member checks them; _validate_path_leaf has
+        # verified the leaf's signature (as committer, in this group) already.
+        merged = merge_update_path(
+            tree, committer, path, group_id=self.group_id, leaf_signature_verified=True
+        )
         # RFC 9420 §7.6: "The length of the encrypted_path_secret vector MUST
         # be equal to the length of the resolution of the copath node
         # (excluding new leaf nodes)". Each member checks the one node it

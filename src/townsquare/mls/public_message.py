@@ -41,6 +41,8 @@ from townsquare.mls.framing import (
     NewMemberCommitSender,
     NewMemberProposalSender,
     PublicMessage,
+    encode_authenticated_content_tbm,
+    encode_framed_content_tbs,
 )
 from townsquare.mls.group_context import GroupContext
 from townsquare.mls.proposals import Add, proposal_type
@@ -153,6 +155,7 @@ def sign_framed_content(
     wire_format: WireFormat,
     signature_private_key: bytes,
     group_context: GroupContext | None,
+    content_bytes: bytes | None = None,
 ) -> bytes:
     """
     Sign a content: ``SignWithLabel(., "FramedContentTBS", FramedContentTBS)`` (RFC 9420 §6.1).
@@ -162,6 +165,8 @@ def sign_framed_content(
     :param wire_format: the wire format the message will be sent in.
     :param signature_private_key: the sender's signature private key.
     :param group_context: the current GroupContext (see :func:`framed_content_tbs`).
+    :param content_bytes: ``content.encode()`` if the caller has it, so that a large
+        content (a commit's UpdatePath) is not encoded again.
     :returns: the signature.
     :raises InvalidSender: if the sender type may not send this content.
     :raises InvalidKey: if the private key is not valid for the suite.
@@ -169,7 +174,11 @@ def sign_framed_content(
     """
     check_sender_content(content)
     tbs = framed_content_tbs(content, wire_format=wire_format, group_context=group_context)
-    return suite.sign_with_label(signature_private_key, _SIGNATURE_LABEL, tbs.encode())
+    if content_bytes is None:
+        content_bytes = content.encode()
+    return suite.sign_with_label(
+        signature_private_key, _SIGNATURE_LABEL, encode_framed_content_tbs(tbs, content_bytes)
+    )
 
 
 def authenticate_content(
@@ -180,6 +189,7 @@ def authenticate_content(
     signature_private_key: bytes,
     group_context: GroupContext | None,
     confirmation_tag: bytes | None = None,
+    content_bytes: bytes | None = None,
 ) -> AuthenticatedContent:
     """
     Sign a content and wrap it as an AuthenticatedContent (RFC 9420 §6.1).
@@ -190,6 +200,7 @@ def authenticate_content(
     :param signature_private_key: the sender's signature private key.
     :param group_context: the current GroupContext (see :func:`framed_content_tbs`).
     :param confirmation_tag: a commit's confirmation tag (None for other content).
+    :param content_bytes: ``content.encode()`` if the caller has it.
     :returns: the signed content.
     :raises InvalidSender: if the sender type may not send this content.
     :raises InvalidKey: if the private key is not valid for the suite.
@@ -204,6 +215,7 @@ def authenticate_content(
         wire_format=wire_format,
         signature_private_key=signature_private_key,
         group_context=group_context,
+        content_bytes=content_bytes,
     )
     return AuthenticatedContent(
         wire_format=wire_format,
@@ -219,6 +231,7 @@ def verify_content_signature(
     *,
     signature_public_key: bytes,
     group_context: GroupContext | None,
+    content_bytes: bytes | None = None,
 ) -> None:
     """
     Verify an AuthenticatedContent's signature (RFC 9420 §6.1).
@@ -227,28 +240,33 @@ def verify_content_signature(
     :param auth_content: the signed content.
     :param signature_public_key: the key that the sender's type designates (§6.1).
     :param group_context: the current GroupContext (see :func:`framed_content_tbs`).
+    :param content_bytes: ``auth_content.content.encode()`` if the caller has it.
     :raises InvalidSender: if the sender type may not send this content.
     :raises InvalidSignature: if the signature does not verify.
     :raises InvalidKey: if the public key is not valid for the suite.
     :raises UsageError: if a needed GroupContext is missing.
     """
     check_sender_content(auth_content.content)
-    _verify_signature(suite, auth_content, signature_public_key, group_context)
+    tbs = framed_content_tbs(
+        auth_content.content, wire_format=auth_content.wire_format, group_context=group_context
+    )
+    if content_bytes is None:
+        content_bytes = auth_content.content.encode()
+    _verify_signature(
+        suite, auth_content, signature_public_key, encode_framed_content_tbs(tbs, content_bytes)
+    )
 
 
 def _verify_signature(
     suite: CipherSuite,
     auth_content: AuthenticatedContent,
     signature_public_key: bytes,
-    group_context: GroupContext | None,
+    tbs_bytes: bytes,
 ) -> None:
-    tbs = framed_content_tbs(
-        auth_content.content, wire_format=auth_content.wire_format, group_context=group_context
-    )
     # RFC 9420 §6.1: "Recipients of an MLSMessage MUST verify the signature
     # with the key depending on the sender_type of the sender as described above."
     suite.verify_with_label(
-        signature_public_key, _SIGNATURE_LABEL, tbs.encode(), auth_content.signature
+        signature_public_key, _SIGNATURE_LABEL, tbs_bytes, auth_content.signature
     )
 
 
@@ -258,6 +276,7 @@ def membership_tag(
     *,
     membership_key: bytes,
     group_context: GroupContext,
+    content_bytes: bytes | None = None,
 ) -> bytes:
     """
     Compute ``MAC(membership_key, AuthenticatedContentTBM)`` (RFC 9420 §6.2).
@@ -266,6 +285,7 @@ def membership_tag(
     :param auth_content: the signed content, sent by a member.
     :param membership_key: the epoch's membership_key.
     :param group_context: the current GroupContext.
+    :param content_bytes: ``auth_content.content.encode()`` if the caller has it.
     :returns: the membership tag.
     """
     tbs = framed_content_tbs(
@@ -276,7 +296,9 @@ def membership_tag(
         signature=auth_content.signature,
         confirmation_tag=auth_content.confirmation_tag,
     )
-    return suite.mac(membership_key, tbm.encode())
+    if content_bytes is None:
+        content_bytes = auth_content.content.encode()
+    return suite.mac(membership_key, encode_authenticated_content_tbm(tbm, content_bytes))
 
 
 def protect_public(
@@ -285,6 +307,7 @@ def protect_public(
     *,
     membership_key: bytes,
     group_context: GroupContext,
+    content_bytes: bytes | None = None,
 ) -> PublicMessage:
     """
     Encode signed content as a PublicMessage, adding the membership tag for members (§6.2).
@@ -293,6 +316,7 @@ def protect_public(
     :param auth_content: content signed for ``mls_public_message``.
     :param membership_key: the epoch's membership_key (used for member senders).
     :param group_context: the current GroupContext.
+    :param content_bytes: ``auth_content.content.encode()`` if the caller has it.
     :returns: the PublicMessage.
     :raises InvalidContentType: for application data.
     :raises InvalidSender: if the sender type may not send this content.
@@ -312,7 +336,11 @@ def protect_public(
         # following value: ... membership_tag = MAC(membership_key,
         # AuthenticatedContentTBM)".
         tag = membership_tag(
-            suite, auth_content, membership_key=membership_key, group_context=group_context
+            suite,
+            auth_content,
+            membership_key=membership_key,
+            group_context=group_context,
+            content_bytes=content_bytes,
         )
     return PublicMessage(
         content=content,
@@ -329,6 +357,7 @@ def unprotect_public(
     membership_key: bytes,
     group_context: GroupContext,
     signature_public_key: bytes,
+    content_bytes: bytes | None = None,
 ) -> AuthenticatedContent:
     """
     Check a PublicMessage and return its AuthenticatedContent (RFC 9420 §6.2).
@@ -343,6 +372,8 @@ def unprotect_public(
     :param membership_key: the current epoch's membership_key.
     :param group_context: the current GroupContext.
     :param signature_public_key: the key that the sender's type designates (§6.1).
+    :param content_bytes: ``message.content.encode()`` if the caller has it (see
+        :func:`~townsquare.mls.framing.public_message_content_bytes`).
     :returns: the authenticated content.
     :raises InvalidContentType: for application data.
     :raises WrongGroup: if the message is for another group.
@@ -365,16 +396,26 @@ def unprotect_public(
         signature=message.signature,
         confirmation_tag=message.confirmation_tag,
     )
+    # The content is encoded (or found) once for both the tag and the signature.
+    if content_bytes is None:
+        content_bytes = content.encode()
+    tbs = framed_content_tbs(
+        content, wire_format=WireFormat.MLS_PUBLIC_MESSAGE, group_context=group_context
+    )
+    tbs_bytes = encode_framed_content_tbs(tbs, content_bytes)
     if isinstance(content.sender, MemberSender):
         # RFC 9420 §6.2: "When decoding a PublicMessage into an
         # AuthenticatedContent, the application MUST check membership_tag and
         # MUST check that the FramedContentAuthData is valid."
-        expected = membership_tag(
-            suite, auth_content, membership_key=membership_key, group_context=group_context
+        tbm = AuthenticatedContentTBM(
+            content_tbs=tbs,
+            signature=message.signature,
+            confirmation_tag=message.confirmation_tag,
         )
+        expected = suite.mac(membership_key, encode_authenticated_content_tbm(tbm, content_bytes))
         if message.membership_tag is None or not hmac.compare_digest(
             expected, message.membership_tag
         ):
             raise MembershipTagMismatch("membership tag does not verify")
-    _verify_signature(suite, auth_content, signature_public_key, group_context)
+    _verify_signature(suite, auth_content, signature_public_key, tbs_bytes)
     return auth_content

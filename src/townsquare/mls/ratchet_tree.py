@@ -15,12 +15,15 @@ Mutation and cost model:
 * The node list is the source of truth. Nodes are immutable values; a
   mutation replaces list entries.
 * Trees are mutable, and failure must change nothing (STYLE.md), so changes
-  are staged on a copy: :meth:`RatchetTree.copy` (a C-level copy of each list
-  and dict, O(n) pointers, no hashing), mutate the copy, and keep it only if
-  the whole commit succeeds. Each mutating method checks its arguments before
-  its first write, so an error it raises leaves the tree as it was. The
-  functions of :mod:`townsquare.mls.treekem` copy for themselves and never
-  change the tree they are given.
+  are staged on a copy: :meth:`RatchetTree.copy`, mutate the copy, and keep
+  it only if the whole commit succeeds. The node array, the cached hashes
+  and the key counts are copy-on-write containers
+  (:mod:`townsquare.mls.copy_on_write`), so a copy costs O(n / 256)
+  pointers and staging a commit's path copies only the chunks it writes.
+  Each mutating method checks its arguments before its first write, so an
+  error it raises leaves the tree as it was. The functions of
+  :mod:`townsquare.mls.treekem` copy for themselves and never change the
+  tree they are given.
 * Tree hashes are cached per node. A mutation at a node clears the cache of
   that node and its direct path only, so after a commit the root tree hash
   costs O(log n) hashes. Adds find the leftmost blank leaf through a heap
@@ -61,11 +64,13 @@ from townsquare.mls.codec import (
     U32,
     Opaque,
     Optional,
+    Reader,
     Select,
     Struct,
     Vector,
     encode_opaque,
 )
+from townsquare.mls.copy_on_write import CowCounter, CowList
 from townsquare.mls.credentials import BasicCredential
 from townsquare.mls.errors import (
     DuplicateKey,
@@ -251,14 +256,16 @@ def _length_prefix(n: int) -> bytes:
     return encode_opaque(bytes(n))[:-n]
 
 
-def _leaf_hash_input(leaf_index: int, leaf_node: Node | None) -> bytes:
+def _leaf_hash_input(leaf_index: int, leaf_node_bytes: bytes | None) -> bytes:
     """
+    :param leaf_index: the leaf's index.
+    :param leaf_node_bytes: the leaf node's encoding, or ``None`` for a blank leaf.
     :returns: the encoded TreeHashInput of a leaf: NodeType ``leaf``, then its LeafNodeHashInput.
     """
     head = _LEAF_TAG + leaf_index.to_bytes(4, "big")
-    if leaf_node is None:
+    if leaf_node_bytes is None:
         return head + _ABSENT
-    return head + _PRESENT + leaf_node.encode()
+    return head + _PRESENT + leaf_node_bytes
 
 
 def _parent_tree_hash_input(parent_node: Node | None, left_hash: bytes, right_hash: bytes) -> bytes:
@@ -318,7 +325,7 @@ def _leaf_span(node: NodeIndex) -> tuple[int, int]:
     return (node - half) // 2, (node + half) // 2
 
 
-_K = TypeVar("_K", bytes, int, tuple[int, ...])
+_K = TypeVar("_K", int, tuple[int, ...])
 
 
 def _credential_type(leaf: LeafNode) -> int:
@@ -356,6 +363,7 @@ class RatchetTree:
 
     __slots__ = (
         "_blank_leaves",
+        "_blank_leaves_shared",
         "_change_token",
         "_changed",
         "_cold",
@@ -363,6 +371,7 @@ class RatchetTree:
         "_credential_types",
         "_encryption_keys",
         "_hashes",
+        "_leaf_encodings",
         "_n_leaves",
         "_nodes",
         "_rightmost",
@@ -371,8 +380,15 @@ class RatchetTree:
     )
 
     _suite: CipherSuite
-    _nodes: list[Node | None]
-    _hashes: list[bytes | None]
+    _nodes: CowList[Node | None]
+    _hashes: CowList[bytes | None]
+    # Each leaf node's encoding (by leaf index) where known: sliced from the
+    # bytes the tree was decoded from, or kept from its first encoding. A
+    # joiner of a 10,000-member group needs every leaf's encoding for the
+    # tree hash (§7.8), the LeafNodeTBS of its signature (§7.2) and the first
+    # save; encoding 10,000 leaves costs some 25 ms each time. Canonical
+    # decoding (``codec.py``) makes a slice equal to ``encode()``.
+    _leaf_encodings: CowList[bytes | None]
     # Whether many hashes may be missing (a tree just built, or just
     # extended), so the next tree hash fills them level by level.
     _cold: bool
@@ -381,12 +397,15 @@ class RatchetTree:
     # its right is blank: a decoded tree ends with that leaf (§12.4.3.3), and
     # mutations only set parents on a member's direct path.
     _rightmost: int
-    # A min-heap holding every blank leaf index (and perhaps stale entries).
+    # A min-heap holding every blank leaf index (and perhaps stale entries),
+    # and whether a copy shares it (then it is copied before its first change:
+    # most commits add and remove nobody).
     _blank_leaves: list[int]
+    _blank_leaves_shared: bool
     # How many nodes hold each encryption key, and leaves each signature key,
     # so that a commit checks its new keys for reuse in O(1) each.
-    _encryption_keys: dict[bytes, int]
-    _signature_keys: dict[bytes, int]
+    _encryption_keys: CowCounter[bytes]
+    _signature_keys: CowCounter[bytes]
     # How many leaves use each credential type, and list each set of
     # supported credential types: what RFC 9420 §7.3's credential checks need,
     # kept up to date by _write so that a commit never scans every leaf.
@@ -452,15 +471,17 @@ class RatchetTree:
         # values possible".
         padded.extend([None] * (node_count(n_leaves) - len(nodes)))
         self._suite = suite
-        self._nodes = padded
-        self._hashes = [None] * len(padded)
+        self._nodes = CowList(padded)
+        self._hashes = CowList(itertools.repeat(None, len(padded)))
+        self._leaf_encodings = CowList(itertools.repeat(None, n_leaves))
         self._cold = True
         self._n_leaves = n_leaves
         self._rightmost = (len(nodes) - 1) // 2
         # Ascending, so already a heap.
         self._blank_leaves = [i for i, leaf in enumerate(padded[0::2]) if leaf is None]
-        self._encryption_keys = encryption_keys
-        self._signature_keys = signature_keys
+        self._blank_leaves_shared = False
+        self._encryption_keys = CowCounter(encryption_keys)
+        self._signature_keys = CowCounter(signature_keys)
         self._credential_types = credential_types
         self._credential_lists = credential_lists
         self._change_token = None
@@ -487,24 +508,51 @@ class RatchetTree:
         :raises InvalidTreeShape: as :class:`RatchetTree` does.
         :raises InvalidUnmergedLeaves: as :class:`RatchetTree` does.
         """
-        return cls.from_nodes(suite, RatchetTreeNodes.decode(data))
+        # RatchetTreeNodes.decode(data), read node by node with the codec's
+        # own readers so that each leaf's encoding is kept as a slice of
+        # ``data`` (see _leaf_encodings), as immutable bytes.
+        data = bytes(data)
+        reader = Reader(data)
+        body = reader.vector()
+        nodes: list[Node | None] = []
+        encodings: dict[int, bytes] = {}
+        while body.remaining():
+            if not body.presence():
+                nodes.append(None)
+                continue
+            # Past the Node's NodeType octet (RFC 9420 §7.8) starts the node's own encoding.
+            start = body.offset + 1
+            node = NODE.decode_from(body)
+            if isinstance(node, LeafNode) and len(nodes) % 2 == 0:
+                encodings[len(nodes) // 2] = data[start : body.offset]
+            nodes.append(node)
+        reader.finish()
+        tree = cls(suite, nodes)
+        leaf_encodings: list[bytes | None] = [None] * tree._n_leaves
+        for leaf_index, encoding in encodings.items():
+            leaf_encodings[leaf_index] = encoding
+        tree._leaf_encodings = CowList(leaf_encodings)
+        return tree
 
     def copy(self) -> RatchetTree:
         """
         :returns: an independent tree with the same nodes and cached hashes.
 
-        Nodes are immutable values, so the copy shares them: copying costs one
-        copy of each list and key index (O(n) pointers, about 0.3 ms for
-        10,000 members), no hashing and no encoding.
+        Nodes are immutable values, so the copy shares them, and the node
+        array, hashes and key counts are copy-on-write: copying costs O(n / 256)
+        pointers (a few microseconds for 10,000 members, where copying
+        them whole cost about 0.4 ms), no hashing and no encoding.
         """
         other = RatchetTree.__new__(RatchetTree)
         other._suite = self._suite
         other._nodes = self._nodes.copy()
         other._hashes = self._hashes.copy()
+        other._leaf_encodings = self._leaf_encodings.copy()
         other._cold = self._cold
         other._n_leaves = self._n_leaves
         other._rightmost = self._rightmost
-        other._blank_leaves = self._blank_leaves.copy()
+        other._blank_leaves = self._blank_leaves
+        other._blank_leaves_shared = self._blank_leaves_shared = True
         other._encryption_keys = self._encryption_keys.copy()
         other._signature_keys = self._signature_keys.copy()
         other._credential_types = self._credential_types.copy()
@@ -549,16 +597,18 @@ class RatchetTree:
         old = self._nodes[index]
         if self._changed is not None:
             self._changed.add(NodeIndex(index))
+        if not index & 1 and old is not node:
+            self._leaf_encodings[index >> 1] = None
         if old is not None:
-            _count(self._encryption_keys, old.encryption_key, -1)
+            self._encryption_keys.add(old.encryption_key, -1)
             if isinstance(old, LeafNode):
-                _count(self._signature_keys, old.signature_key, -1)
+                self._signature_keys.add(old.signature_key, -1)
                 _count(self._credential_types, _credential_type(old), -1)
                 _count(self._credential_lists, old.capabilities.credentials, -1)
         if node is not None:
-            _count(self._encryption_keys, node.encryption_key, 1)
+            self._encryption_keys.add(node.encryption_key, 1)
             if isinstance(node, LeafNode):
-                _count(self._signature_keys, node.signature_key, 1)
+                self._signature_keys.add(node.signature_key, 1)
                 _count(self._credential_types, _credential_type(node), 1)
                 _count(self._credential_lists, node.capabilities.credentials, 1)
         self._nodes[index] = node
@@ -567,7 +617,7 @@ class RatchetTree:
         """
         :returns: the tree's size; node contents are public but too long to show.
         """
-        members = sum(1 for i in range(0, len(self._nodes), 2) if self._nodes[i] is not None)
+        members = sum(1 for leaf_node in self._nodes.to_list()[0::2] if leaf_node is not None)
         return f"<RatchetTree {self._n_leaves} leaves, {members} members>"
 
     # -- Encoding ------------------------------------------------------------------------
@@ -581,7 +631,7 @@ class RatchetTree:
         # the last non-blank node".
         while end > 0 and self._nodes[end - 1] is None:
             end -= 1
-        return RatchetTreeNodes(tuple(self._nodes[:end]))
+        return RatchetTreeNodes(tuple(itertools.islice(self._nodes, end)))
 
     def encode(self) -> bytes:
         """
@@ -644,6 +694,25 @@ class RatchetTree:
         leaf_node = self._nodes[leaf_to_node(leaf_index)]
         return leaf_node if isinstance(leaf_node, LeafNode) else None
 
+    def leaf_encoding(self, leaf_index: LeafIndex) -> bytes:
+        """
+        :returns: the encoding of the non-blank leaf ``leaf_index`` (``LeafNode.encode()``),
+            kept from when the tree was decoded or the leaf first encoded.
+        :raises UsageError: if the leaf is blank or outside the tree.
+        """
+        leaf_node = self.leaf(leaf_index)
+        if leaf_node is None:
+            raise UsageError(f"leaf {leaf_index} is blank")
+        return self._leaf_bytes(leaf_index, leaf_node)
+
+    def _leaf_bytes(self, leaf_index: int, leaf_node: LeafNode) -> bytes:
+        # ``leaf_node`` is the node at ``leaf_index``.
+        encoding = self._leaf_encodings[leaf_index]
+        if encoding is None:
+            encoding = leaf_node.encode()
+            self._leaf_encodings[leaf_index] = encoding
+        return encoding
+
     def parent_node(self, node: NodeIndex) -> ParentNode | None:
         """
         :returns: the parent node at ``node``, or ``None`` if it is blank.
@@ -659,8 +728,7 @@ class RatchetTree:
         """
         :returns: every non-blank leaf with its index, left to right.
         """
-        for i in range(self._n_leaves):
-            leaf_node = self._nodes[2 * i]
+        for i, leaf_node in enumerate(itertools.islice(self._nodes, 0, None, 2)):
             if isinstance(leaf_node, LeafNode):
                 yield LeafIndex(i), leaf_node
 
@@ -668,8 +736,12 @@ class RatchetTree:
         """
         :returns: the index of a leaf equal to ``leaf_node``, or ``None``.
         """
+        signature = leaf_node.signature
         for i, candidate in self.leaves():
-            if candidate == leaf_node:
+            # The signature differs between any two distinct leaves in
+            # practice; comparing it first spares building each leaf's field
+            # tuple for the dataclass equality.
+            if candidate.signature == signature and candidate == leaf_node:
                 return i
         return None
 
@@ -792,7 +864,8 @@ class RatchetTree:
             return cached
         value = self._nodes[node]
         if node_level == 0:
-            digest = self._suite.hash(_leaf_hash_input(node >> 1, value))
+            leaf_bytes = self._leaf_bytes(node >> 1, value) if isinstance(value, LeafNode) else None
+            digest = self._suite.hash(_leaf_hash_input(node >> 1, leaf_bytes))
         else:
             half = 1 << (node_level - 1)
             left_hash = self._tree_hash_at(node - half, node_level - 1)
@@ -807,15 +880,21 @@ class RatchetTree:
         # k are the indices 2**k - 1 + j * 2**(k+1), whose children lie
         # 2**(k-1) to either side. The array always holds a full tree, so
         # each level's children are two slices of the level below.
-        nodes = self._nodes
-        cached = self._hashes
+        nodes = self._nodes.to_list()
+        cached = self._hashes.to_list()
         width = len(nodes)
         hash_ = self._suite.hash
         computed: list[bytes] = [b""] * width
+        # Each leaf's encoding, kept for later (see _leaf_encodings).
+        leaf_bytes = [
+            encoding if encoding is not None or value is None else value.encode()
+            for encoding, value in zip(self._leaf_encodings, nodes[0::2], strict=True)
+        ]
+        self._leaf_encodings.assign(leaf_bytes)
         computed[0::2] = [
-            digest if digest is not None else hash_(_leaf_hash_input(leaf_index, value))
-            for leaf_index, (digest, value) in enumerate(
-                zip(cached[0::2], nodes[0::2], strict=True)
+            digest if digest is not None else hash_(_leaf_hash_input(leaf_index, encoding))
+            for leaf_index, (digest, encoding) in enumerate(
+                zip(cached[0::2], leaf_bytes, strict=True)
             )
         ]
         prefix = _length_prefix(self._suite.hash_length)
@@ -842,7 +921,7 @@ class RatchetTree:
                 )
             ]
             half *= 2
-        self._hashes[:] = computed
+        self._hashes.assign(computed)
         self._cold = False
 
     def root_tree_hash(self) -> bytes:
@@ -931,7 +1010,7 @@ class RatchetTree:
         """
         if self._cold:
             self._hash_all()
-        nodes = self._nodes
+        nodes = self._nodes.to_list()
         for index in range(1, len(nodes), 2):
             parent_node = nodes[index]
             if not isinstance(parent_node, ParentNode):
@@ -1044,11 +1123,16 @@ class RatchetTree:
         """
         # RFC 9420 §7.3: "Verify that the signature on the LeafNode is valid
         # using signature_key."
+        encoding = (
+            self._leaf_bytes(leaf_index, leaf_node)
+            if 0 <= leaf_index < self._n_leaves and self._nodes[2 * leaf_index] is leaf_node
+            else None
+        )
         try:
             self._suite.verify_with_label(
                 leaf_node.signature_key,
                 _LEAF_NODE_TBS_LABEL,
-                leaf_node.to_be_signed(group_id, leaf_index),
+                leaf_node.to_be_signed(group_id, leaf_index, encoding=encoding),
                 leaf_node.signature,
             )
         except InvalidSignature as exc:
@@ -1062,7 +1146,7 @@ class RatchetTree:
             the parent's subtree, or a non-blank node between the leaf and the parent does not
             list it too.
         """
-        nodes = self._nodes
+        nodes = self._nodes.to_list()
         # Most parents list no unmerged leaf; the slice skips them in C.
         for position, parent_node in enumerate(nodes[1::2]):
             if not isinstance(parent_node, ParentNode) or not parent_node.unmerged_leaves:
@@ -1106,9 +1190,7 @@ class RatchetTree:
         # The tree counts every key it holds (see _write): if every count is
         # one, as in any valid tree, there is nothing to find, and only a tree
         # with a duplicate is scanned, to name the first pair.
-        if len(self._encryption_keys) == sum(self._encryption_keys.values()) and len(
-            self._signature_keys
-        ) == sum(self._signature_keys.values()):
+        if self._encryption_keys.all_once() and self._signature_keys.all_once():
             return
         seen_encryption: dict[bytes, int] = {}
         seen_signature: dict[bytes, int] = {}
@@ -1173,6 +1255,12 @@ class RatchetTree:
             raise UsageError(f"leaf {leaf_index} is blank")
         return node
 
+    def _own_blank_leaves(self) -> None:
+        # Copy the heap before its first change if a copy of the tree shares it.
+        if self._blank_leaves_shared:
+            self._blank_leaves = self._blank_leaves.copy()
+            self._blank_leaves_shared = False
+
     def _extend(self) -> None:
         # RFC 9420 §7.7: "When the size of the tree needs to be increased, a
         # new blank root node is added, whose left subtree is the existing
@@ -1182,8 +1270,10 @@ class RatchetTree:
         grow = node_count(self._n_leaves) - len(self._nodes)
         self._nodes.extend([None] * grow)
         self._hashes.extend([None] * grow)
+        self._leaf_encodings.extend([None] * old)
         # The new half has no hash yet: fill it level by level when needed.
         self._cold = True
+        self._own_blank_leaves()
         for i in range(old, self._n_leaves):
             heapq.heappush(self._blank_leaves, i)
 
@@ -1202,9 +1292,11 @@ class RatchetTree:
         width = node_count(n_leaves)
         for index in range(width, len(self._nodes)):
             self._write(index, None)
-        del self._nodes[width:]
-        del self._hashes[width:]
+        self._nodes.truncate(width)
+        self._hashes.truncate(width)
+        self._leaf_encodings.truncate(n_leaves)
         self._blank_leaves = [i for i in self._blank_leaves if i < n_leaves]
+        self._blank_leaves_shared = False
         heapq.heapify(self._blank_leaves)
 
     def add_leaf(self, leaf_node: LeafNode) -> LeafIndex:
@@ -1245,6 +1337,7 @@ class RatchetTree:
         # RFC 9420 §12.1.1: "Identify the leftmost blank leaf L". The heap
         # holds every blank leaf (and perhaps stale entries, skipped here), so
         # an Add costs O(log n) instead of a scan.
+        self._own_blank_leaves()
         heap = self._blank_leaves
         while heap:
             candidate = heapq.heappop(heap)
@@ -1283,6 +1376,7 @@ class RatchetTree:
         self._write(node, None)
         self._invalidate(node)
         self._blank_direct_path(node)
+        self._own_blank_leaves()
         heapq.heappush(self._blank_leaves, leaf_index)
         self._rightmost = rightmost
         self._truncate()
@@ -1313,8 +1407,19 @@ class RatchetTree:
                 f"the path has {len(encryption_keys)} nodes, the filtered direct path of "
                 f"leaf {leaf_index} has {len(path)}"
             )
-        self._blank_direct_path(node)
-        self._hashes[node] = None
+        # RFC 9420 §7.5: the direct path is blanked, then the filtered direct
+        # path set; each node is written once, with its final value (a node
+        # of the filtered path goes straight from its old value to its new
+        # one). A parent hash reads only the copath child's subtree, which
+        # none of these writes touches.
+        on_path = {parent for parent, _ in path}
+        hashes = self._hashes
+        hashes[node] = None
+        if self._n_leaves > 1:
+            for ancestor in direct_path(node, self._n_leaves):
+                hashes[ancestor] = None
+                if ancestor not in on_path:
+                    self._write(ancestor, None)
         # RFC 9420 §7.9: "If P is the root, then the parent_hash field is set
         # to a zero-length octet string. Otherwise, parent_hash is the Parent
         # Hash of the next node after P on the filtered direct path of the

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
-from townsquare.mls.codec import U16, Opaque, Struct
+from townsquare.mls.codec import U16, Opaque, Struct, encode_opaque
 from townsquare.mls.commit import Commit
 from townsquare.mls.errors import UsageError
 from townsquare.mls.framing import AuthenticatedContent, FramedContent
@@ -78,7 +78,11 @@ class InterimTranscriptHashInput(Struct):
 
 
 def confirmed_transcript_hash(
-    suite: CipherSuite, interim_transcript_hash_before: bytes, content: AuthenticatedContent
+    suite: CipherSuite,
+    interim_transcript_hash_before: bytes,
+    content: AuthenticatedContent,
+    *,
+    content_bytes: bytes | None = None,
 ) -> bytes:
     """
     Compute the confirmed transcript hash of the epoch that a Commit starts (RFC 9420 §8.2).
@@ -87,6 +91,8 @@ def confirmed_transcript_hash(
     :param interim_transcript_hash_before: the interim transcript hash of the epoch the Commit
         was sent in.
     :param content: the AuthenticatedContent that carries the Commit.
+    :param content_bytes: ``content.content.encode()`` if the caller has it, so that the
+        commit (with its UpdatePath) is not encoded again.
     :returns: ``Hash(interim_transcript_hash_[epoch - 1] || ConfirmedTranscriptHashInput)``.
     :raises UsageError: if ``content`` does not carry a Commit.
     """
@@ -94,9 +100,18 @@ def confirmed_transcript_hash(
         # RFC 9420 §8.2: ConfirmedTranscriptHashInput holds a FramedContent
         # "with content_type == commit"; only Commits enter the transcript.
         raise UsageError("only a Commit's AuthenticatedContent enters the transcript hash")
-    hash_input = ConfirmedTranscriptHashInput(
-        content.wire_format, content.content, content.signature
-    ).encode()
+    if content_bytes is None:
+        hash_input = ConfirmedTranscriptHashInput(
+            content.wire_format, content.content, content.signature
+        ).encode()
+    else:
+        # The ConfirmedTranscriptHashInput encoding joined around the content's
+        # (the unit tests check it against the struct's).
+        hash_input = (
+            content.wire_format.to_bytes(2, "big")
+            + content_bytes
+            + encode_opaque(content.signature)
+        )
     return suite.hash(interim_transcript_hash_before + hash_input)
 
 

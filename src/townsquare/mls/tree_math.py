@@ -139,28 +139,42 @@ def sibling(x: NodeIndex, n_leaves: int) -> NodeIndex:
     return right(p) if x < p else left(p)
 
 
+def _path_pairs(x: NodeIndex, n_leaves: int) -> list[tuple[NodeIndex, NodeIndex]]:
+    # One walk from ``x`` to the root: each parent with the child of it that
+    # is not on the walk (the copath node). Every commit walks its sender's
+    # path several times, so this is parent() and sibling() inlined: the root
+    # and width once, each step's level with one bit trick.
+    r = root(n_leaves)
+    width = node_count(n_leaves)
+    pairs: list[tuple[NodeIndex, NodeIndex]] = []
+    while x != r:
+        p = int(x)
+        while True:
+            # _parent_step: the parent in the infinite complete tree.
+            k = (p ^ (p + 1)).bit_length() - 1
+            p = (p | (1 << k)) ^ (((p >> (k + 1)) & 1) << (k + 1))
+            if p < width:
+                break
+        # The children of p (level k) lie at p ^ (1 << (k - 1)) and p ^ (3 << (k - 1)).
+        k = (p ^ (p + 1)).bit_length() - 1
+        other = p ^ (3 << (k - 1)) if x < p else p ^ (1 << (k - 1))
+        pairs.append((NodeIndex(p), NodeIndex(other)))
+        x = NodeIndex(p)
+    return pairs
+
+
 def direct_path(x: NodeIndex, n_leaves: int) -> tuple[NodeIndex, ...]:
     """
     :returns: the parents of ``x`` from its parent up to and including the root (§4.1).
     """
-    r = root(n_leaves)
-    path: list[NodeIndex] = []
-    while x != r:
-        x = parent(x, n_leaves)
-        path.append(x)
-    return tuple(path)
+    return tuple(p for p, _ in _path_pairs(x, n_leaves))
 
 
 def copath(x: NodeIndex, n_leaves: int) -> tuple[NodeIndex, ...]:
     """
     :returns: the siblings of ``x`` and of each node on its direct path, below the root (§4.1).
     """
-    r = root(n_leaves)
-    out: list[NodeIndex] = []
-    while x != r:
-        out.append(sibling(x, n_leaves))
-        x = parent(x, n_leaves)
-    return tuple(out)
+    return tuple(s for _, s in _path_pairs(x, n_leaves))
 
 
 def filtered_direct_path_pairs(
@@ -172,4 +186,4 @@ def filtered_direct_path_pairs(
     The caller filters out the pairs whose copath child has an empty resolution
     (RFC 9420 §4.1.2, "filtered direct path"); that needs the tree's contents.
     """
-    return tuple(zip(direct_path(x, n_leaves), copath(x, n_leaves), strict=True))
+    return tuple(_path_pairs(x, n_leaves))

@@ -488,7 +488,12 @@ def create_update_path(
 
 
 def merge_update_path(
-    tree: RatchetTree, sender: LeafIndex, update_path: UpdatePath, *, group_id: bytes
+    tree: RatchetTree,
+    sender: LeafIndex,
+    update_path: UpdatePath,
+    *,
+    group_id: bytes,
+    leaf_signature_verified: bool = False,
 ) -> RatchetTree:
     """
     Check a received UpdatePath against the tree and merge its public part (RFC 9420 §7.5).
@@ -505,6 +510,9 @@ def merge_update_path(
     :param sender: the committer's leaf.
     :param update_path: the Commit's ``path``.
     :param group_id: the group's id (the leaf signature covers it).
+    :param leaf_signature_verified: the caller has verified the leaf's signature over the
+        same group id and leaf index already (with ``validate_leaf_node``, as RFC 9420
+        §12.4.2's "Validate the LeafNode" asks), so it is not verified twice.
     :returns: a new tree with the path merged.
     :raises InvalidLeafNode: if the leaf's source is not ``commit``.
     :raises InvalidSignature: if the leaf's signature does not verify.
@@ -525,7 +533,8 @@ def merge_update_path(
         raise InvalidLeafNode(
             f"an UpdatePath's leaf node has source {leaf_node.leaf_node_source.name}, not commit"
         )
-    tree.verify_leaf_signature(sender, leaf_node, group_id)
+    if not leaf_signature_verified:
+        tree.verify_leaf_signature(sender, leaf_node, group_id)
 
     # RFC 9420 §12.4.2: "Verify that the encryption_key value in the LeafNode
     # is different from the committer's current leaf node." and "Verify that
@@ -666,6 +675,7 @@ def process_update_path(
     update_path: UpdatePath,
     group_context: GroupContext,
     excluded_leaves: Collection[LeafIndex] = (),
+    leaf_signature_verified: bool = False,
 ) -> ProcessedUpdatePath:
     """
     Merge a received UpdatePath, build the provisional GroupContext, and decrypt it.
@@ -680,6 +690,7 @@ def process_update_path(
     :param group_context: the provisional GroupContext of the new epoch; its ``tree_hash``
         is replaced by the merged tree's.
     :param excluded_leaves: leaves added by the same Commit.
+    :param leaf_signature_verified: see :func:`merge_update_path`.
     :returns: the merged tree, the provisional GroupContext, the new private state, the
         decrypted path secret and the commit secret.
     :raises InvalidLeafNode: see :func:`merge_update_path`.
@@ -691,7 +702,13 @@ def process_update_path(
     :raises DecryptError: see :func:`decrypt_update_path`.
     :raises UsageError: see :func:`merge_update_path` and :func:`decrypt_update_path`.
     """
-    merged = merge_update_path(tree, sender, update_path, group_id=group_context.group_id)
+    merged = merge_update_path(
+        tree,
+        sender,
+        update_path,
+        group_id=group_context.group_id,
+        leaf_signature_verified=leaf_signature_verified,
+    )
     context = replace(group_context, tree_hash=merged.root_tree_hash())
     decrypted = decrypt_update_path(
         merged,
