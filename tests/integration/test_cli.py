@@ -269,6 +269,15 @@ def test_a_group_that_requires_approval(relay_process: Any, tmp_path: Path) -> N
     wang.run("sync")
     assert wang.texts(group) == [("李叔", "谢谢 thanks")]
     assert {m["name"] for m in li.json("members", group)} == {"王阿姨", "李叔"}
+    # 王阿姨 names 李叔 an admin too, so the group survives the loss of her phone.
+    li_id = next(m["id"] for m in wang.json("members", group) if m["name"] == "李叔")
+    assert "Now an admin" in wang.run("admin", group, li_id).stdout
+    li.run("sync")
+    assert {m["name"]: m["admin"] for m in li.json("members", group)} == {
+        "王阿姨": True,
+        "李叔": True,
+    }
+    assert li.json("requests", group) == []
     spam.run("sync")
     assert spam.json("groups") == []
     # The admin revokes the link: it no longer works for anyone.

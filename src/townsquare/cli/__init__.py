@@ -5,7 +5,7 @@ The ``townsquare`` command.
 county); the member commands (``init``, ``whoami``, ``group create``,
 ``add``, ``send``, ``sync``, ``messages``, ``members``, ``remove``,
 ``leave``, ``invite``, ``join``, ``requests``, ``approve``, ``deny``,
-``rekey``) drive the client SDK on a device's home folder, given as
+``admin``, ``rekey``) drive the client SDK on a device's home folder, given as
 ``--home DIR`` before the command. Each subcommand module has an
 ``add_parser(s)`` function that registers it and ``run`` functions that
 return the exit status. Expected failures print one line on stderr and exit non-zero.
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # The member commands' options; every other argument is a positional one.
 _FLAGS = frozenset(
-    {"--json", "--all", "-h", "--help", "--approval", "--members-can-add", "--reset"}
+    {"--json", "--all", "-h", "--help", "--approval", "--members-can-add", "--reset", "--remove"}
 )
 _VALUED = ("--timeout", "--relay", "--name", "--days", "--uses")
 _GLOBAL_VALUED = ("--home",)

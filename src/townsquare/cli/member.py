@@ -59,6 +59,7 @@ COMMANDS = frozenset(
         "invite",
         "join",
         "rekey",
+        "admin",
         "requests",
         "approve",
         "deny",
@@ -170,6 +171,13 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _sync_flags(p)
     p.set_defaults(run=_online(_leave))
 
+    p = commands.add_parser("admin", help="make a member an admin of a group (admins)")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("member", metavar="MEMBER_ID")
+    p.add_argument("--remove", action="store_true", help="stop the member being an admin")
+    _sync_flags(p)
+    p.set_defaults(run=_online(_admin))
+
     p = commands.add_parser("rekey", help="refresh this device's keys in a group (a commit)")
     p.add_argument("group", metavar="GROUP")
     _sync_flags(p)
@@ -217,6 +225,20 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 # -- Commands ------------------------------------------------------------------------------
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    member = decode_id(args.member, "MEMBER_ID")
+    async with open_online(args.home, timeout=args.timeout) as s:
+        s.driver.set_admin(group_id, member, admin=not args.remove)
+        done = await s.sync()
+        _fail_on(s)
+    if not done:
+        out("Queued: the change is sent at the next sync.")
+    else:
+        out("No longer an admin." if args.remove else "Now an admin.")
+    return 0
 
 
 async def _rekey(args: argparse.Namespace) -> int:
@@ -556,14 +578,21 @@ def _members(args: argparse.Namespace) -> int:
     group_id = decode_id(args.group, "GROUP")
     with open_local(args.home) as client:
         members = client.members(group_id)
+        admins = client.admins(group_id)
     rows = [
-        {"id": encode_id(m.device_key), "name": m.display_name, "self": m.is_self} for m in members
+        {
+            "id": encode_id(m.device_key),
+            "name": m.display_name,
+            "self": m.is_self,
+            "admin": admins is None or m.device_key in admins,
+        }
+        for m in members
     ]
     if args.json:
         print_json(rows)
     else:
         for row in rows:
-            you = " (you)" if row["self"] else ""
+            you = (" (you)" if row["self"] else "") + (" [admin]" if row["admin"] else "")
             out(f"{row['name'] or '(no name yet)'}{you}  {row['id']}")
     return 0
 

@@ -27,6 +27,7 @@ from townsquare.client.errors import (
     GroupClosed,
     InvalidMessage,
     NotAGroupMember,
+    NotAnAdmin,
     NotInitialized,
     UnknownGroup,
     UsageError,
@@ -373,3 +374,31 @@ def test_a_group_is_subscribed_once_the_relay_created_it(network: Network, make_
     assert alice.subscriptions() == ()
     network.settle([alice])
     assert alice.subscriptions() == (group_id,)
+
+
+def test_an_admin_names_another_who_may_then_add(network: Network, trio, make_client) -> None:
+    alice, bob, carol, group_id = trio
+    dave = make_client("dave")
+    network.settle([dave])
+    with pytest.raises(NotAnAdmin):
+        bob.add_members(group_id, [dave.device.account_key], now=network.now)
+    with pytest.raises(NotAnAdmin):
+        bob.set_admin(group_id, carol.device.device_key, admin=True, now=network.now)
+    with pytest.raises(UsageError):  # the last admin cannot step down
+        alice.set_admin(group_id, alice.device.device_key, admin=False, now=network.now)
+    alice.set_admin(group_id, bob.device.device_key, admin=True, now=network.now)
+    network.settle([alice])
+    catch_up(network, [alice, bob, carol])
+    for member in (alice, bob, carol):
+        assert member.admins(group_id) == {alice.device.device_key, bob.device.device_key}
+    bob.add_members(group_id, [dave.device.account_key], now=network.now)
+    network.settle([bob])
+    catch_up(network, [alice, bob, carol, dave])
+    assert len(carol.members(group_id)) == 4
+    # Now Alice may step down: Bob remains.
+    alice.set_admin(group_id, alice.device.device_key, admin=False, now=network.now)
+    network.settle([alice])
+    catch_up(network, [alice, bob, carol, dave])
+    assert dave.admins(group_id) == {bob.device.device_key}
+    with pytest.raises(NotAnAdmin):
+        alice.remove_member(group_id, carol.device.device_key, now=network.now)

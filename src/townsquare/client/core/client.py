@@ -149,12 +149,13 @@ from townsquare.client.errors import (
 )
 from townsquare.mls.ciphersuite import CipherSuite, Rng, get_cipher_suite
 from townsquare.mls.errors import DecodeError, MLSError
+from townsquare.mls.extensions import Extension
 from townsquare.mls.framing import MLSMessage
 from townsquare.mls.group import ApplicationMessage, ExternalJoin, Group, GroupConfig, StagedCommit
 from townsquare.mls.group_store import GroupNotStored, GroupPersistence, GroupStore
 from townsquare.mls.group_store import StoreCorrupt as MLSStoreCorrupt
 from townsquare.mls.key_package import KeyPackage, validate_key_package
-from townsquare.mls.proposals import Add, ExternalInit, Proposal, Remove
+from townsquare.mls.proposals import Add, ExternalInit, GroupContextExtensions, Proposal, Remove
 from townsquare.mls.public_group import peek
 from townsquare.mls.ratchet_tree import RatchetTree
 from townsquare.mls.registries import ContentType
@@ -1117,6 +1118,44 @@ class Client:
         self._enqueue_commit(state, CommitIntent(remove_devices=(device_key,)), txn)
         self._save(state, txn)
 
+    def set_admin(self, group_id: bytes, device_key: bytes, *, admin: bool, now: float) -> None:
+        """
+        Make a member an admin of the group, or stop it being one, by one commit (a
+        GroupContextExtensions proposal changing the group policy).
+
+        Townsquare choice: a group keeps at least one admin among its members, so the
+        last one cannot be demoted (hand over first). Naming a second admin is how a
+        group survives the loss of its admin's phone.
+
+        :raises UnknownGroup: if this device holds no such group.
+        :raises GroupClosed: if we left, are leaving, or were removed.
+        :raises NotAnAdmin: if we are not an admin.
+        :raises NotAGroupMember: if no member has that key.
+        :raises UsageError: if the group has no policy, or it would be left without an admin.
+        :raises StoreFailed: if the store fails (nothing was accepted).
+        """
+        del now
+        state = self._committable(group_id)
+        group = state.group
+        policy = rules.group_policy(group.context.extensions)
+        if policy is None:
+            raise UsageError("this group has no admins to change (another client made it)")
+        self._require_admin(state, "name admins")
+        members = {m.leaf_node.signature_key for m in group.members()}
+        if device_key not in members:
+            raise NotAGroupMember(f"no member {_short(device_key)} in {_short(group_id)}")
+        changed = policy.with_admin(device_key, admin=admin)
+        if not set(changed.admins) & members:
+            raise UsageError("the group would have no admin left: name another one first")
+        txn = _Txn(state.store)
+        intent = (
+            CommitIntent(promote_devices=(device_key,))
+            if admin
+            else CommitIntent(demote_devices=(device_key,))
+        )
+        self._enqueue_commit(state, intent, txn)
+        self._save(state, txn)
+
     def update_keys(self, group_id: bytes, *, now: float) -> None:
         """
         Refresh this device's leaf keys (an empty commit with a path; RFC 9420 §12.4).
@@ -1619,6 +1658,10 @@ class Client:
             leaf = members.get(device_key)
             if leaf is not None and leaf != group.own_leaf:
                 proposals.append(Remove(int(leaf)))
+        if intent.promote_devices or intent.demote_devices:
+            changed = _changed_policy(group, intent)
+            if changed is not None:
+                proposals.append(GroupContextExtensions(changed))
         held = bool(group.pending_proposals) and state.status == GroupStatus.ACTIVE
         if not proposals and not intent.update:
             if not intent.commit_held:
@@ -2836,3 +2879,24 @@ def _policy_refusal(group: Group, staged: StagedCommit) -> str | None:
     except (rules.NotPermitted, rules.InvalidGroupPolicy) as exc:
         return str(exc)
     return None
+
+
+def _changed_policy(group: Group, intent: CommitIntent) -> tuple[Extension, ...] | None:
+    """
+    :returns: the group's GroupContext extensions with the intent's admin changes made to
+        its policy, or ``None`` if nothing would change (another commit did it first).
+    """
+    policy = rules.group_policy(group.context.extensions)
+    if policy is None:
+        return None
+    changed = policy
+    for key in intent.promote_devices:
+        changed = changed.with_admin(key, admin=True)
+    for key in intent.demote_devices:
+        changed = changed.with_admin(key, admin=False)
+    if set(changed.admins) == set(policy.admins):
+        return None
+    return tuple(
+        changed.extension() if e.extension_type == rules.GROUP_POLICY_EXTENSION else e
+        for e in group.context.extensions
+    )

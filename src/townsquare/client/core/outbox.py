@@ -88,6 +88,8 @@ class CommitIntent(Struct):
     :param remove_devices: the device keys of the members to remove.
     :param commit_held: commit the proposals held from other members (a leave, say).
     :param update: refresh our own leaf's keys (an empty commit with a path).
+    :param promote_devices: device keys to make admins (a GroupContextExtensions commit).
+    :param demote_devices: device keys that stop being admins.
     """
 
     add_accounts: Annotated[tuple[Annotated[bytes, Opaque], ...], Vector] = ()
@@ -95,6 +97,8 @@ class CommitIntent(Struct):
     remove_devices: Annotated[tuple[Annotated[bytes, Opaque], ...], Vector] = ()
     commit_held: Annotated[int, U8] = 0
     update: Annotated[int, U8] = 0
+    promote_devices: Annotated[tuple[Annotated[bytes, Opaque], ...], Vector] = ()
+    demote_devices: Annotated[tuple[Annotated[bytes, Opaque], ...], Vector] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

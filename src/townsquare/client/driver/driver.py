@@ -479,6 +479,13 @@ class ClientDriver:
         self._client.leave(group_id, now=self._clock())
         self._woken(None)
 
+    def set_admin(self, group_id: bytes, device_key: bytes, *, admin: bool) -> None:
+        """
+        See :meth:`Client.set_admin <townsquare.client.core.client.Client.set_admin>`.
+        """
+        self._client.set_admin(group_id, device_key, admin=admin, now=self._clock())
+        self._woken(None)
+
     def update_keys(self, group_id: bytes) -> None:
         """
         See :meth:`Client.update_keys <townsquare.client.core.client.Client.update_keys>`.
