@@ -35,6 +35,14 @@ connection that stops reading is dropped rather than holding notices; the
 wait for ``auth`` has one too. Waiting for the device's next frame has none:
 idle connections are the normal case, and the server's WebSocket pings
 (uvicorn's) close dead ones.
+
+The push path runs once per recipient of every message (5,000 times for a
+township's group), so it does as little as it can per recipient
+(``bench/relay_fanout.py`` measures it against a bare broadcast server): a
+notice is encoded to its frame once for all connections
+(:class:`_NoticeTexts`); a connection's writer, once woken, sends everything
+pending before it waits again; and the notices' send timeout is one timer per
+connection (:class:`_SendDeadline`), not one per send.
 """
 
 from __future__ import annotations
@@ -78,7 +86,6 @@ from townsquare.server.fanout import (
 )
 from townsquare.server.http.fields import group_id_from_path
 from townsquare.server.http.problems import problem_document
-from townsquare.server.storage import Device
 
 __all__ = [
     "CLOSE_AUTH_TIMEOUT",
@@ -219,10 +226,111 @@ class _Closed(Exception):
     pass
 
 
+def _frame_text(frame: dict[str, object]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+_LAGGED_TEXT = _frame_text(notice_frame(Lagged()))
+
+
+class _NoticeTexts:
+    """
+    The frame of each recent :class:`MessageNotice`, encoded once for all its recipients.
+
+    The fan-out hands every subscriber the same notice object, so it is looked up by
+    identity: no hashing of the message, and no two notices can be confused, since an
+    entry holds its notice (whose ``id`` is then not reused). The oldest entry goes
+    once there are ``capacity``; a connection that falls that far behind encodes its
+    notice again, which costs time, not correctness.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._capacity = capacity
+        self._entries: dict[int, tuple[MessageNotice, str]] = {}
+
+    def text(self, notice: Notice) -> str:
+        """
+        :returns: the text of the frame that tells a device of ``notice``.
+        """
+        if not isinstance(notice, MessageNotice):
+            # Removals and Welcomes are made per device; Lagged never changes.
+            return _LAGGED_TEXT if isinstance(notice, Lagged) else _frame_text(notice_frame(notice))
+        entry = self._entries.get(id(notice))
+        if entry is not None and entry[0] is notice:
+            return entry[1]
+        text = _frame_text(notice_frame(notice))
+        if len(self._entries) >= self._capacity:
+            del self._entries[next(iter(self._entries))]
+        self._entries[id(notice)] = (notice, text)
+        return text
+
+
+class _SendDeadline:
+    """
+    Cancels the writing task when one send has taken longer than the limit.
+
+    A send almost never waits (uvicorn hands the frame to the socket at once unless
+    the socket's buffer is full), so an ``asyncio.timeout`` per send, a timer armed
+    and cancelled each time, would cost about as much as the send. Instead a send
+    notes when it started (:meth:`start`, :meth:`stop`) and one timer per connection
+    is armed by the first send; when it fires, it cancels the task if the send under
+    way started more than the limit ago, re-arms itself for that send's deadline if
+    it started later, and lapses if no send is under way, so that an idle connection
+    has no timer. The task's send then ends in ``CancelledError`` with
+    :attr:`expired` set (as :class:`asyncio.Timeout` does, it is then uncancelled).
+    """
+
+    __slots__ = ("_loop", "_seconds", "_started_at", "_task", "_timer", "expired")
+
+    def __init__(self, seconds: float) -> None:
+        """
+        Time the sends of the current task.
+
+        :param seconds: how long one send may take.
+        """
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - created by the writer task
+            raise RuntimeError("a send deadline times the sends of a task")
+        self._task = task
+        self._started_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def start(self) -> None:
+        now = self._loop.time()
+        self._started_at = now
+        if self._timer is None:
+            self._timer = self._loop.call_at(now + self._seconds, self._check)
+
+    def stop(self) -> None:
+        self._started_at = None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        started_at = self._started_at
+        if started_at is None:
+            return
+        due = started_at + self._seconds
+        if self._loop.time() >= due:
+            self.expired = True
+            self._task.cancel()
+        else:
+            self._timer = self._loop.call_at(due, self._check)
+
+
 class _Connection:
     """
     One authenticated connection: its socket, its subscription, and one send at a time.
     """
+
+    __slots__ = ("_limits", "_send_lock", "websocket")
 
     def __init__(self, websocket: WebSocket, limits: Limits) -> None:
         self.websocket = websocket
@@ -230,13 +338,29 @@ class _Connection:
         self._send_lock = asyncio.Lock()
 
     async def send(self, frame: dict[str, Any]) -> None:
-        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+        text = _frame_text(frame)
         async with self._send_lock:
             try:
                 async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
                     await self.websocket.send_text(text)
             except (WebSocketDisconnect, RuntimeError, OSError) as exc:
                 raise _Closed("the connection is gone") from exc
+
+    async def send_notice(self, text: str, deadline: _SendDeadline) -> None:
+        # The writer's send: timed by the connection's deadline rather than a timer each.
+        async with self._send_lock:
+            deadline.start()
+            try:
+                await self.websocket.send_text(text)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if deadline.expired and task is not None and task.uncancel() == 0:
+                    raise _Closed("a send took longer than the limit") from exc
+                raise
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                raise _Closed("the connection is gone") from exc
+            finally:
+                deadline.stop()
 
     async def receive(self) -> str:
         # No timeout: waiting for an idle device is the normal state (see the module).
@@ -282,6 +406,7 @@ class PushEndpoint:
         self._fanout = fanout
         self._limits = limits
         self._challenge = challenge
+        self._texts = _NoticeTexts()
 
     async def __call__(self, websocket: WebSocket) -> None:
         """
@@ -291,7 +416,7 @@ class PushEndpoint:
         try:
             async with asyncio.timeout(self._limits.websocket_auth_timeout_seconds):
                 await websocket.accept()
-                device = await self._authenticate(connection)
+                device_key = await self._authenticate(connection)
         except _Closed:
             return
         except TimeoutError:
@@ -305,11 +430,11 @@ class PushEndpoint:
             await connection.close(_close_code(exc))
             return
         subscription = self._fanout.subscribe(
-            device.device_key, queue_size=self._limits.websocket_queue_size
+            device_key, queue_size=self._limits.websocket_queue_size
         )
         try:
-            await connection.send({"type": "ready", "device": auth.encode_b64u(device.device_key)})
-            await self._serve(connection, device, subscription)
+            await connection.send({"type": "ready", "device": auth.encode_b64u(device_key)})
+            await self._serve(connection, subscription)
         except _Closed:
             pass
         except ServerError as exc:
@@ -319,70 +444,74 @@ class PushEndpoint:
         finally:
             subscription.close()
 
-    async def _authenticate(self, connection: _Connection) -> Device:
+    async def _authenticate(self, connection: _Connection) -> bytes:
+        # Only the device's key is kept for the connection's lifetime, not its record:
+        # an idle connection's memory is a target.
         challenge = self._challenge(WEBSOCKET_CHALLENGE_BYTES)
         await connection.send({"type": "challenge", "challenge": auth.encode_b64u(challenge)})
         frame = parse_client_frame(await connection.receive())
         if not isinstance(frame, AuthFrame):
             raise InvalidRequest("the first frame is auth")
         headers = {name.lower(): frame.headers.get(name.lower(), ()) for name in SIGNATURE_HEADERS}
-        return await self._authenticator.authenticate(
+        device = await self._authenticator.authenticate(
             method="GET", target=WEBSOCKET_PATH, body=challenge, headers=headers
         )
+        return device.device_key
 
-    async def _serve(
-        self, connection: _Connection, device: Device, subscription: Subscription
-    ) -> None:
-        # Two tasks: one reads the device's frames, one sends its notices. Each ends
-        # the other without raising out of the group (so that the group never has to
-        # cancel this task): the reader closes the subscription, which ends the
-        # writer; the writer, if a send fails, cancels the reader.
+    async def _serve(self, connection: _Connection, subscription: Subscription) -> None:
+        # This task reads the device's frames; one writer task sends its notices. The
+        # group owns the writer: a writer whose send fails raises _Closed, which
+        # cancels this reader; the reader, when it ends, closes the subscription,
+        # which ends the writer.
         refused: list[ServerError] = []
 
-        async def read() -> None:
+        async def write() -> None:
+            deadline = _SendDeadline(self._limits.websocket_send_timeout_seconds)
             try:
                 while True:
-                    frame = parse_client_frame(await connection.receive())
-                    if isinstance(frame, AuthFrame):
-                        raise InvalidRequest("the connection is already authenticated")
-                    if isinstance(frame, SubscribeFrame):
-                        await self._subscribe(connection, device, subscription, frame.groups)
-                    else:
-                        for group_id in frame.groups:
-                            subscription.remove_group(group_id)
-                        await connection.send(
-                            {
-                                "type": "unsubscribed",
-                                "groups": [auth.encode_b64u(g) for g in frame.groups],
-                            }
-                        )
-            except _Closed:
-                pass
-            except ServerError as exc:
-                refused.append(exc)
-            finally:
-                subscription.close()
-
-        async def write(reader: asyncio.Task[None]) -> None:
-            try:
-                while True:
-                    notice = await subscription.next()
-                    await connection.send(notice_frame(notice))
+                    notice: Notice | None = await subscription.next()
+                    # Everything that arrived meanwhile goes before the next wait.
+                    while notice is not None:
+                        await connection.send_notice(self._texts.text(notice), deadline)
+                        notice = subscription.poll()
             except SubscriptionClosed:
                 pass
-            except _Closed:
-                reader.cancel()
+            finally:
+                deadline.close()
 
-        async with asyncio.TaskGroup() as tasks:
-            reader = tasks.create_task(read())
-            tasks.create_task(write(reader))
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(write())
+                try:
+                    await self._read(connection, subscription)
+                except _Closed:
+                    pass
+                except ServerError as exc:
+                    refused.append(exc)
+                finally:
+                    subscription.close()
+        except* _Closed:
+            pass
         if refused:
             raise refused[0]
+
+    async def _read(self, connection: _Connection, subscription: Subscription) -> None:
+        while True:
+            frame = parse_client_frame(await connection.receive())
+            if isinstance(frame, AuthFrame):
+                raise InvalidRequest("the connection is already authenticated")
+            if isinstance(frame, SubscribeFrame):
+                await self._subscribe(connection, subscription, frame.groups)
+            else:
+                for group_id in frame.groups:
+                    subscription.remove_group(group_id)
+                await connection.send(
+                    {"type": "unsubscribed", "groups": [auth.encode_b64u(g) for g in frame.groups]}
+                )
 
     async def _subscribe(
         self,
         connection: _Connection,
-        device: Device,
         subscription: Subscription,
         groups: tuple[bytes, ...],
     ) -> None:
@@ -400,7 +529,7 @@ class PushEndpoint:
             # by the check or routed to this subscription afterwards.
             subscription.add_group(group_id)
             try:
-                await self._delivery.check_member(device.device_key, group_id)
+                await self._delivery.check_member(subscription.device_key, group_id)
             except (NotFound, Forbidden) as exc:
                 subscription.remove_group(group_id)
                 refused.append({"group": text, "code": exc.code})
