@@ -35,7 +35,7 @@ import uvicorn
 
 from townsquare.cli.demo_bots import VillageReady, run_county
 from townsquare.cli.demo_script import VILLAGES
-from townsquare.cli.serve import DEFAULT_HOST, relay_config
+from townsquare.cli.serve import DEFAULT_HOST, relay_config, tune_garbage_collector
 from townsquare.cli.session import CommandError, encode_id, out, probe
 from townsquare.client.errors import ClientError
 from townsquare.server import Settings, create_app
@@ -299,6 +299,7 @@ def _failure(task: asyncio.Task[None]) -> CommandError:
 async def _demo(options: _Options, data_dir: Path, *, temporary: bool) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    tune_garbage_collector()
     app = create_app(Settings(data_dir=data_dir))
     server = _Relay(
         relay_config(
