@@ -31,6 +31,7 @@ on each node); the routing and the subscriptions stay as they are.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -120,6 +121,7 @@ class Subscription:
         "_queue_size",
         "_waiter",
         "device_key",
+        "direct",
     )
 
     def __init__(self, fanout: InMemoryFanout, device_key: bytes, *, queue_size: int) -> None:
@@ -139,6 +141,10 @@ class Subscription:
         # The one task waiting in next(), if any: a bare future rather than an
         # asyncio.Event, because push() runs once per recipient of every message.
         self._waiter: asyncio.Future[None] | None = None
+        # The connection's way to send a notice at once, from the publisher, without
+        # waking its writer task (see server/websocket.py); it returns False when it
+        # cannot (a send under way), and the notice is queued as usual.
+        self.direct: Callable[[Notice], bool] | None = None
 
     @property
     def groups(self) -> frozenset[bytes]:
@@ -184,6 +190,9 @@ class Subscription:
         Queue a notice for the connection; never blocks.
         """
         if self._closed or self._lagged:
+            return
+        direct = self.direct
+        if direct is not None and not self._pending and direct(notice):
             return
         if len(self._pending) >= self._queue_size:
             self._pending.clear()

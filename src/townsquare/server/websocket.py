@@ -51,7 +51,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -330,15 +330,96 @@ class _Connection:
     One authenticated connection: its socket, its subscription, and one send at a time.
     """
 
-    __slots__ = ("_limits", "_send_lock", "websocket")
+    __slots__ = (
+        "_finisher",
+        "_idle",
+        "_limits",
+        "_send_lock",
+        "failed",
+        "on_failure",
+        "websocket",
+    )
 
     def __init__(self, websocket: WebSocket, limits: Limits) -> None:
         self.websocket = websocket
         self._limits = limits
         self._send_lock = asyncio.Lock()
+        # Set while a send started by send_now() waits for the socket to drain.
+        self._idle: asyncio.Event | None = None
+        self._finisher: asyncio.Task[None] | None = None
+        # A send started by send_now() failed or took too long: the connection is done,
+        # and on_failure (closing the subscription) ends its writer, then its reader.
+        self.failed = False
+        self.on_failure: Callable[[], None] | None = None
+
+    def send_now(self, text: str) -> bool:
+        """
+        Send a notice at once, from the publisher's task, if nothing else is sending.
+
+        Waking a writer task per recipient costs about as much as the send itself, and
+        uvicorn's send does not wait while the socket is writable, so the publisher
+        drives the send coroutine itself: it usually completes without suspending. If
+        it suspends (the socket's buffer is full: a slow device), a task finishes it
+        within the send limit, and this connection's later sends wait for that; so a
+        slow device never holds up the others, and notices keep their order.
+
+        :returns: whether the notice was sent or is being sent (else queue it).
+        """
+        if self._idle is not None or self._send_lock.locked():
+            return False
+        coroutine = self.websocket.send_text(text)
+        try:
+            waiting = coroutine.send(None)
+        except StopIteration:
+            return True
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # Gone: the notice is queued, and the writer's send meets the same error.
+            return False
+        self._idle = asyncio.Event()
+        self._finisher = asyncio.get_running_loop().create_task(
+            self._finish(coroutine, waiting), name="townsquare-push-send"
+        )
+        return True
+
+    async def _finish(self, coroutine: Coroutine[Any, Any, None], waiting: object) -> None:
+        # What a task's step does for a coroutine that suspended on ``waiting``: wait
+        # for it, then resume the coroutine, until it returns (RFC 6455 frames of one
+        # connection go out whole and in order: nothing else sends meanwhile).
+        try:
+            async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
+                while True:
+                    error: BaseException | None = None
+                    try:
+                        if isinstance(waiting, asyncio.Future):
+                            # As a task does with a future its coroutine yielded: take
+                            # the yield, so that awaiting it here is not a second one.
+                            waiting._asyncio_future_blocking = False
+                            await waiting
+                        else:
+                            await asyncio.sleep(0)
+                    except Exception as exc:  # noqa: BLE001 - handed to the coroutine
+                        error = exc
+                    try:
+                        waiting = coroutine.send(None) if error is None else coroutine.throw(error)
+                    except StopIteration:
+                        return
+        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+            coroutine.close()
+            self.failed = True
+            if self.on_failure is not None:
+                self.on_failure()
+        finally:
+            idle, self._idle, self._finisher = self._idle, None, None
+            if idle is not None:
+                idle.set()
+
+    async def _wait_idle(self) -> None:
+        while (idle := self._idle) is not None:
+            await idle.wait()
 
     async def send(self, frame: dict[str, Any]) -> None:
         text = _frame_text(frame)
+        await self._wait_idle()
         async with self._send_lock:
             try:
                 async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
@@ -348,6 +429,9 @@ class _Connection:
 
     async def send_notice(self, text: str, deadline: _SendDeadline) -> None:
         # The writer's send: timed by the connection's deadline rather than a timer each.
+        await self._wait_idle()
+        if self.failed:
+            raise _Closed("a send took longer than the limit")
         async with self._send_lock:
             deadline.start()
             try:
@@ -467,16 +551,23 @@ class PushEndpoint:
 
         async def write() -> None:
             deadline = _SendDeadline(self._limits.websocket_send_timeout_seconds)
+            texts = self._texts
+            # The publisher sends to an idle connection itself (see send_now); the
+            # writer sends what was queued while a send was under way.
+            subscription.direct = lambda notice: connection.send_now(texts.text(notice))
+            connection.on_failure = subscription.close
             try:
                 while True:
                     notice: Notice | None = await subscription.next()
                     # Everything that arrived meanwhile goes before the next wait.
                     while notice is not None:
-                        await connection.send_notice(self._texts.text(notice), deadline)
+                        await connection.send_notice(texts.text(notice), deadline)
                         notice = subscription.poll()
             except SubscriptionClosed:
-                pass
+                if connection.failed:
+                    raise _Closed("a send took longer than the limit") from None
             finally:
+                subscription.direct = None
                 deadline.close()
 
         try:

@@ -90,3 +90,47 @@ async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
+
+
+# -- Sends from the publisher (send_now) -------------------------------------------------
+
+
+async def test_send_now_sends_at_once_while_the_socket_is_writable() -> None:
+    socket = HeldSocket()
+    conn = connection(socket)
+    assert conn.send_now("a")
+    assert conn.send_now("b")
+    assert socket.sent == ["a", "b"]  # no task ran in between: sent from this call
+
+
+async def test_a_send_now_that_must_wait_keeps_the_order() -> None:
+    socket = HeldSocket()
+    socket.open.clear()
+    conn = connection(socket)
+    assert conn.send_now("first")  # suspended: a task finishes it
+    assert not conn.send_now("second")  # the caller queues it instead
+    writer = asyncio.create_task(write(conn, ["second"]))
+    await asyncio.sleep(LIMIT / 4)
+    assert socket.sent == []
+    socket.open.set()
+    async with asyncio.timeout(10 * LIMIT):
+        await writer
+    assert socket.sent == ["first", "second"]
+
+
+async def test_a_send_now_that_never_drains_fails_the_connection() -> None:
+    socket = HeldSocket()
+    socket.open.clear()
+    limits = Limits(websocket_send_timeout_seconds=LIMIT)
+    conn = _Connection(socket, limits)  # type: ignore[arg-type]
+    failures: list[str] = []
+    conn.on_failure = lambda: failures.append("failed")
+    assert conn.send_now("stuck")
+    await asyncio.sleep(3 * LIMIT)
+    assert conn.failed
+    assert failures == ["failed"]
+    assert socket.sent == []
+    # The writer's next send refuses at once rather than waiting again.
+    with pytest.raises(_Closed):
+        async with asyncio.timeout(10 * LIMIT):
+            await write(conn, ["later"])
