@@ -57,7 +57,6 @@ from typing import Protocol
 
 from townsquare import auth
 from townsquare.auth import invites
-from townsquare.auth.group_policy import GroupPolicy
 from townsquare.mls import errors as mls_errors
 from townsquare.mls.framing import MemberSender, MLSMessage, NewMemberCommitSender
 from townsquare.mls.public_group import (
@@ -593,33 +592,28 @@ class DeliveryService:
             group_id, device_key=device.device_key, enabled=reset_invites_on_remove
         )
 
+    async def _view_for(self, device: Device, group_id: bytes) -> tuple[_View, GroupSnapshot]:
+        """
+        The group's current public view, and the device's membership, from one snapshot.
+        """
+        async with self._lock(group_id):
+            cached = self._views.get(group_id)
+            snapshot = await self._storage.load_group(
+                group_id,
+                device_key=device.device_key,
+                proposals_after=0 if cached is None else cached.applied_seq,
+            )
+            return await self._current_view(cached, snapshot), snapshot
+
     async def _require_admin(self, device: Device, group_id: bytes) -> None:
         # Managing invites is an admin's act where the group has admins (its policy
         # extension); anyone may still reseal an invite after a commit.
-        async with self._lock(group_id):
-            cached = self._views.get(group_id)
-            snapshot = await self._storage.load_group(
-                group_id,
-                device_key=device.device_key,
-                proposals_after=0 if cached is None else cached.applied_seq,
-            )
-            if snapshot.member is None:
-                raise NotAMember("the device is not a member of this group")
-            view = await self._current_view(cached, snapshot)
+        view, snapshot = await self._view_for(device, group_id)
+        if snapshot.member is None:
+            raise NotAMember("the device is not a member of this group")
         admins = admins_of(view.public)
         if admins is not None and device.device_key not in admins:
             raise NotAnAdmin("only an admin of the group may manage its invites")
-
-    async def _group_policy(self, device: Device, group_id: bytes) -> GroupPolicy | None:
-        async with self._lock(group_id):
-            cached = self._views.get(group_id)
-            snapshot = await self._storage.load_group(
-                group_id,
-                device_key=device.device_key,
-                proposals_after=0 if cached is None else cached.applied_seq,
-            )
-            view = await self._current_view(cached, snapshot)
-        return policy_of(view.public)
 
     async def request_to_join(
         self,
@@ -655,13 +649,11 @@ class DeliveryService:
                 "the invite signature over the join request does not verify"
             ) from exc
         check_key_package(key_package, device_key=device.device_key, now=self._clock.now())
-        policy = await self._group_policy(device, group_id)
+        view, snapshot = await self._view_for(device, group_id)
+        policy = policy_of(view.public)
         if policy is None or not policy.approval_required:
             raise ApprovalNotRequired("the group does not require approval: join by invite")
-        member = await self._storage.load_group(
-            group_id, device_key=device.device_key, proposals_after=None
-        )
-        if member.member is not None:
+        if snapshot.member is not None:
             raise InvalidRequest("the device is a member of the group already")
         return await self._storage.put_join_request(
             JoinRequest(
