@@ -122,6 +122,7 @@ class Subscription:
         "_waiter",
         "device_key",
         "direct",
+        "on_pending",
     )
 
     def __init__(self, fanout: InMemoryFanout, device_key: bytes, *, queue_size: int) -> None:
@@ -141,10 +142,19 @@ class Subscription:
         # The one task waiting in next(), if any: a bare future rather than an
         # asyncio.Event, because push() runs once per recipient of every message.
         self._waiter: asyncio.Future[None] | None = None
-        # The connection's way to send a notice at once, from the publisher, without
-        # waking its writer task (see server/websocket.py); it returns False when it
-        # cannot (a send under way), and the notice is queued as usual.
+        # How a connection takes its notices without a task waiting in next() (see
+        # server/websocket.py): ``direct`` sends a notice at once, from the publisher,
+        # and returns False when it cannot (a send under way), and the notice is queued;
+        # ``on_pending`` is told that notices are queued, and then poll()s them.
         self.direct: Callable[[Notice], bool] | None = None
+        self.on_pending: Callable[[], None] | None = None
+
+    @property
+    def pending(self) -> bool:
+        """
+        Whether :meth:`poll` would return a notice now.
+        """
+        return bool(self._pending) or self._lagged
 
     @property
     def groups(self) -> frozenset[bytes]:
@@ -183,7 +193,7 @@ class Subscription:
             self.remove_group(group_id)
         self._fanout._forget(self)
         self._pending.clear()
-        self._wake()
+        self._wake_waiter()
 
     def push(self, notice: Notice) -> None:
         """
@@ -199,9 +209,13 @@ class Subscription:
             self._lagged = True
         else:
             self._pending.append(notice)
-        self._wake()
+        on_pending = self.on_pending
+        if on_pending is not None:
+            on_pending()
+        else:
+            self._wake_waiter()
 
-    def _wake(self) -> None:
+    def _wake_waiter(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -37,12 +37,13 @@ idle connections are the normal case, and the server's WebSocket pings
 (uvicorn's) close dead ones.
 
 The push path runs once per recipient of every message (5,000 times for a
-township's group), so it does as little as it can per recipient
-(``bench/relay_fanout.py`` measures it against a bare broadcast server): a
-notice is encoded to its frame once for all connections
-(:class:`_NoticeTexts`); a connection's writer, once woken, sends everything
-pending before it waits again; and the notices' send timeout is one timer per
-connection (:class:`_SendDeadline`), not one per send.
+township's group), and an idle connection's memory is paid thousands of
+times over, so both are kept small (``bench/relay_fanout.py`` measures them
+against a bare broadcast server): the endpoint is a plain ASGI application,
+reached without the framework's layers (:class:`PushEndpoint`); a notice's
+frame is encoded once for all connections (:class:`_NoticeEvents`); the
+publisher sends it to each connection itself, and a connection gets a task
+to send only while it has notices waiting (:class:`_Connection`).
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.types import Message, Receive, Scope, Send
 
 from townsquare import auth
 from townsquare.server.auth import SIGNATURE_HEADERS, Authenticator
@@ -230,243 +231,250 @@ def _frame_text(frame: dict[str, object]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-_LAGGED_TEXT = _frame_text(notice_frame(Lagged()))
+def _send_event(text: str) -> Message:
+    return {"type": "websocket.send", "text": text}
 
 
-class _NoticeTexts:
+_LAGGED_EVENT = _send_event(_frame_text(notice_frame(Lagged())))
+
+
+class _NoticeEvents:
     """
-    The frame of each recent :class:`MessageNotice`, encoded once for all its recipients.
+    The ASGI send event of each recent :class:`MessageNotice`, made once for all its recipients.
 
     The fan-out hands every subscriber the same notice object, so it is looked up by
     identity: no hashing of the message, and no two notices can be confused, since an
     entry holds its notice (whose ``id`` is then not reused). The oldest entry goes
     once there are ``capacity``; a connection that falls that far behind encodes its
-    notice again, which costs time, not correctness.
+    notice again, which costs time, not correctness. One event serves every
+    connection: the server only reads the events it is sent (ASGI).
     """
 
     def __init__(self, capacity: int = 64) -> None:
         self._capacity = capacity
-        self._entries: dict[int, tuple[MessageNotice, str]] = {}
+        self._entries: dict[int, tuple[MessageNotice, Message]] = {}
 
-    def text(self, notice: Notice) -> str:
+    def event(self, notice: Notice) -> Message:
         """
-        :returns: the text of the frame that tells a device of ``notice``.
+        :returns: the event that sends a device the frame of ``notice``.
         """
         if not isinstance(notice, MessageNotice):
             # Removals and Welcomes are made per device; Lagged never changes.
-            return _LAGGED_TEXT if isinstance(notice, Lagged) else _frame_text(notice_frame(notice))
+            if isinstance(notice, Lagged):
+                return _LAGGED_EVENT
+            return _send_event(_frame_text(notice_frame(notice)))
         entry = self._entries.get(id(notice))
         if entry is not None and entry[0] is notice:
             return entry[1]
-        text = _frame_text(notice_frame(notice))
+        event = _send_event(_frame_text(notice_frame(notice)))
         if len(self._entries) >= self._capacity:
             del self._entries[next(iter(self._entries))]
-        self._entries[id(notice)] = (notice, text)
-        return text
+        self._entries[id(notice)] = (notice, event)
+        return event
 
 
-class _SendDeadline:
-    """
-    Cancels the writing task when one send has taken longer than the limit.
+async def _awaiting(awaitable: Awaitable[None]) -> None:
+    # A coroutine to drive for a server whose send returns another kind of awaitable.
+    await awaitable
 
-    A send almost never waits (uvicorn hands the frame to the socket at once unless
-    the socket's buffer is full), so an ``asyncio.timeout`` per send, a timer armed
-    and cancelled each time, would cost about as much as the send. Instead a send
-    notes when it started (:meth:`start`, :meth:`stop`) and one timer per connection
-    is armed by the first send; when it fires, it cancels the task if the send under
-    way started more than the limit ago, re-arms itself for that send's deadline if
-    it started later, and lapses if no send is under way, so that an idle connection
-    has no timer. The task's send then ends in ``CancelledError`` with
-    :attr:`expired` set (as :class:`asyncio.Timeout` does, it is then uncancelled).
-    """
 
-    __slots__ = ("_loop", "_seconds", "_started_at", "_task", "_timer", "expired")
-
-    def __init__(self, seconds: float) -> None:
-        """
-        Time the sends of the current task.
-
-        :param seconds: how long one send may take.
-        """
-        self._seconds = seconds
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - created by the writer task
-            raise RuntimeError("a send deadline times the sends of a task")
-        self._task = task
-        self._started_at: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self.expired = False
-
-    def start(self) -> None:
-        now = self._loop.time()
-        self._started_at = now
-        if self._timer is None:
-            self._timer = self._loop.call_at(now + self._seconds, self._check)
-
-    def stop(self) -> None:
-        self._started_at = None
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check(self) -> None:
-        self._timer = None
-        started_at = self._started_at
-        if started_at is None:
-            return
-        due = started_at + self._seconds
-        if self._loop.time() >= due:
-            self.expired = True
-            self._task.cancel()
-        else:
-            self._timer = self._loop.call_at(due, self._check)
+async def _resume(coroutine: Coroutine[Any, Any, None], waiting: object) -> None:
+    # Run a coroutine that suspended on ``waiting`` to its end, as a task's steps would:
+    # wait for what it yielded, then resume it.
+    try:
+        while True:
+            error: Exception | None = None
+            try:
+                if isinstance(waiting, asyncio.Future):
+                    # As a task does with a future its coroutine yielded: take the
+                    # yield, so that awaiting it here is not a second one.
+                    waiting._asyncio_future_blocking = False
+                    await waiting
+                else:
+                    await asyncio.sleep(0)
+            except Exception as exc:  # noqa: BLE001 - handed to the coroutine
+                error = exc
+            try:
+                waiting = coroutine.send(None) if error is None else coroutine.throw(error)
+            except StopIteration:
+                return
+    finally:
+        coroutine.close()
 
 
 class _Connection:
     """
-    One authenticated connection: its socket, its subscription, and one send at a time.
+    One connection at the ASGI level: its frames in, and one send at a time out.
+
+    Notices go out two ways. The publisher sends to a connection that is not
+    sending (:meth:`send_now`): uvicorn's send does not wait while the socket is
+    writable, so the publisher drives the send coroutine itself, and it almost
+    always completes at once, without a task. Otherwise (a send under way, or the
+    socket's buffer full: a slow device) the notice waits in the subscription
+    and a sender task (:meth:`_send_pending`), started for the occasion, sends
+    what waits and ends. So an idle connection has no task of its own besides
+    the one reading its frames, a slow device never holds up the others, and
+    notices keep their order.
+
+    Every send has the limit ``websocket_send_timeout_seconds``; a notice's send
+    that takes longer, or fails, ends the connection: the subscription closes
+    and the reading task is cancelled (:attr:`failed` tells it why).
     """
 
     __slots__ = (
-        "_finisher",
-        "_idle",
+        "_events",
+        "_handler",
         "_limits",
+        "_receive",
+        "_send",
         "_send_lock",
+        "_sender",
+        "_subscription",
         "failed",
-        "on_failure",
-        "websocket",
     )
 
-    def __init__(self, websocket: WebSocket, limits: Limits) -> None:
-        self.websocket = websocket
+    def __init__(self, receive: Receive, send: Send, limits: Limits, events: _NoticeEvents) -> None:
+        """
+        Serve a connection from the current task, the one that reads its frames.
+        """
+        self._receive = receive
+        self._send = send
         self._limits = limits
+        self._events = events
+        # Held by each send: the reader's replies and the sender task share the socket.
         self._send_lock = asyncio.Lock()
-        # Set while a send started by send_now() waits for the socket to drain.
-        self._idle: asyncio.Event | None = None
-        self._finisher: asyncio.Task[None] | None = None
-        # A send started by send_now() failed or took too long: the connection is done,
-        # and on_failure (closing the subscription) ends its writer, then its reader.
+        self._sender: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
+        self._handler = asyncio.current_task()
         self.failed = False
-        self.on_failure: Callable[[], None] | None = None
 
-    def send_now(self, text: str) -> bool:
-        """
-        Send a notice at once, from the publisher's task, if nothing else is sending.
+    # -- The reading task's side ---------------------------------------------------------
 
-        Waking a writer task per recipient costs about as much as the send itself, and
-        uvicorn's send does not wait while the socket is writable, so the publisher
-        drives the send coroutine itself: it usually completes without suspending. If
-        it suspends (the socket's buffer is full: a slow device), a task finishes it
-        within the send limit, and this connection's later sends wait for that; so a
-        slow device never holds up the others, and notices keep their order.
-
-        :returns: whether the notice was sent or is being sent (else queue it).
-        """
-        if self._idle is not None or self._send_lock.locked():
-            return False
-        coroutine = self.websocket.send_text(text)
-        try:
-            waiting = coroutine.send(None)
-        except StopIteration:
-            return True
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            # Gone: the notice is queued, and the writer's send meets the same error.
-            return False
-        self._idle = asyncio.Event()
-        self._finisher = asyncio.get_running_loop().create_task(
-            self._finish(coroutine, waiting), name="townsquare-push-send"
-        )
-        return True
-
-    async def _finish(self, coroutine: Coroutine[Any, Any, None], waiting: object) -> None:
-        # What a task's step does for a coroutine that suspended on ``waiting``: wait
-        # for it, then resume the coroutine, until it returns (RFC 6455 frames of one
-        # connection go out whole and in order: nothing else sends meanwhile).
-        try:
-            async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
-                while True:
-                    error: BaseException | None = None
-                    try:
-                        if isinstance(waiting, asyncio.Future):
-                            # As a task does with a future its coroutine yielded: take
-                            # the yield, so that awaiting it here is not a second one.
-                            waiting._asyncio_future_blocking = False
-                            await waiting
-                        else:
-                            await asyncio.sleep(0)
-                    except Exception as exc:  # noqa: BLE001 - handed to the coroutine
-                        error = exc
-                    try:
-                        waiting = coroutine.send(None) if error is None else coroutine.throw(error)
-                    except StopIteration:
-                        return
-        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-            coroutine.close()
-            self.failed = True
-            if self.on_failure is not None:
-                self.on_failure()
-        finally:
-            idle, self._idle, self._finisher = self._idle, None, None
-            if idle is not None:
-                idle.set()
-
-    async def _wait_idle(self) -> None:
-        while (idle := self._idle) is not None:
-            await idle.wait()
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        text = _frame_text(frame)
-        await self._wait_idle()
-        async with self._send_lock:
-            try:
-                async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
-                    await self.websocket.send_text(text)
-            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                raise _Closed("the connection is gone") from exc
-
-    async def send_notice(self, text: str, deadline: _SendDeadline) -> None:
-        # The writer's send: timed by the connection's deadline rather than a timer each.
-        await self._wait_idle()
-        if self.failed:
-            raise _Closed("a send took longer than the limit")
-        async with self._send_lock:
-            deadline.start()
-            try:
-                await self.websocket.send_text(text)
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if deadline.expired and task is not None and task.uncancel() == 0:
-                    raise _Closed("a send took longer than the limit") from exc
-                raise
-            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                raise _Closed("the connection is gone") from exc
-            finally:
-                deadline.stop()
+    async def accept(self) -> None:
+        event = await self._receive()
+        if event["type"] != "websocket.connect":
+            raise _Closed("the device left before the handshake")
+        await self._send({"type": "websocket.accept"})
 
     async def receive(self) -> str:
         # No timeout: waiting for an idle device is the normal state (see the module).
-        message = await self.websocket.receive()
-        if message["type"] == "websocket.disconnect":
+        event = await self._receive()
+        if event["type"] == "websocket.disconnect":
             raise _Closed("the device disconnected")
-        text = message.get("text")
+        text = event.get("text")
         if text is None:
             raise InvalidRequest("frames are text (JSON), not binary")
         return str(text)
 
+    async def send(self, frame: dict[str, Any]) -> None:
+        event = _send_event(_frame_text(frame))
+        async with self._send_lock:
+            try:
+                async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
+                    await self._send(event)
+            except (OSError, RuntimeError) as exc:
+                # uvicorn raises ClientDisconnected (an OSError) once the device is gone;
+                # TimeoutError is an OSError too.
+                raise _Closed("the connection is gone") from exc
+
     async def close(self, code: int) -> None:
-        if self.websocket.application_state != WebSocketState.CONNECTED:
-            return
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+        with contextlib.suppress(OSError, RuntimeError):
             async with asyncio.timeout(self._limits.websocket_send_timeout_seconds):
-                await self.websocket.close(code)
+                await self._send({"type": "websocket.close", "code": code, "reason": ""})
+
+    def attach(self, subscription: Subscription) -> None:
+        """
+        Send the subscription's notices from now on.
+        """
+        self._subscription = subscription
+        subscription.direct = self.send_now
+        subscription.on_pending = self._start_sender
+        if subscription.pending:
+            self._start_sender()
+
+    def stop(self) -> None:
+        """
+        Stop sending: the connection is over.
+        """
+        if self._subscription is not None:
+            self._subscription.close()
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            # Not awaited: it ends at its next step (one that never started ends unrun).
+            sender.cancel()
+
+    # -- The publisher's side ------------------------------------------------------------
+
+    def send_now(self, notice: Notice) -> bool:
+        """
+        Send a notice at once, from the publisher's task, if nothing else is sending.
+
+        :returns: whether the notice was sent or is being sent (else queue it).
+        """
+        if self._sender is not None or self._send_lock.locked():
+            return False
+        sending = self._send(self._events.event(notice))
+        coroutine = sending if isinstance(sending, Coroutine) else _awaiting(sending)
+        try:
+            waiting = coroutine.send(None)
+        except StopIteration:
+            return True
+        except (OSError, RuntimeError):
+            # Gone: the notice is queued, and the sender task meets the same error.
+            return False
+        # Suspended, before writing anything (uvicorn waits for the socket to be
+        # writable first): a task finishes it, and later notices wait for that task.
+        self._sender = asyncio.get_running_loop().create_task(
+            self._send_pending(coroutine, waiting), name="townsquare-push-send"
+        )
+        return True
+
+    def _start_sender(self) -> None:
+        if self._sender is None and not self.failed:
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send_pending(None, None), name="townsquare-push-send"
+            )
+
+    async def _send_pending(
+        self, suspended: Coroutine[Any, Any, None] | None, waiting: object
+    ) -> None:
+        subscription = self._subscription
+        limit = self._limits.websocket_send_timeout_seconds
+        try:
+            async with self._send_lock:
+                if suspended is not None:
+                    async with asyncio.timeout(limit):
+                        await _resume(suspended, waiting)
+                while subscription is not None and (notice := subscription.poll()) is not None:
+                    async with asyncio.timeout(limit):
+                        await self._send(self._events.event(notice))
+        except SubscriptionClosed:
+            pass
+        except (OSError, RuntimeError):
+            self._fail()
+        finally:
+            if suspended is not None:
+                suspended.close()
+            # Nothing awaited since poll() found no notice: none can be left behind.
+            self._sender = None
+
+    def _fail(self) -> None:
+        self.failed = True
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._handler is not None:
+            self._handler.cancel()
 
 
 class PushEndpoint:
     """
-    The ASGI WebSocket endpoint of ``/v1/ws``.
+    The ASGI application of ``/v1/ws``.
+
+    A plain ASGI callable rather than a framework route: every frame the
+    framework's layers keep on an idle connection's stack, and every layer a
+    notice passes through on its way out, is paid for each of thousands of
+    connections (``bench/relay_fanout.py``). The relay's application hands it
+    the ``websocket`` scopes of this path (:class:`townsquare.server.app.RelayApp`).
     """
 
     def __init__(
@@ -490,16 +498,16 @@ class PushEndpoint:
         self._fanout = fanout
         self._limits = limits
         self._challenge = challenge
-        self._texts = _NoticeTexts()
+        self._events = _NoticeEvents()
 
-    async def __call__(self, websocket: WebSocket) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """
         Serve one connection until either side closes it.
         """
-        connection = _Connection(websocket, self._limits)
+        connection = _Connection(receive, send, self._limits, self._events)
         try:
             async with asyncio.timeout(self._limits.websocket_auth_timeout_seconds):
-                await websocket.accept()
+                await connection.accept()
                 device_key = await self._authenticate(connection)
         except _Closed:
             return
@@ -518,15 +526,22 @@ class PushEndpoint:
         )
         try:
             await connection.send({"type": "ready", "device": auth.encode_b64u(device_key)})
-            await self._serve(connection, subscription)
+            connection.attach(subscription)
+            await self._read(connection, subscription)
         except _Closed:
             pass
         except ServerError as exc:
             with contextlib.suppress(_Closed):
                 await connection.send(_error_frame(exc))
             await connection.close(_close_code(exc))
+        except asyncio.CancelledError:
+            # A notice's send failed (connection.failed) and cancelled this task to end
+            # the connection: that cancellation ends here, any other goes on.
+            task = asyncio.current_task()
+            if not connection.failed or task is None or task.uncancel() > 0:
+                raise
         finally:
-            subscription.close()
+            connection.stop()
 
     async def _authenticate(self, connection: _Connection) -> bytes:
         # Only the device's key is kept for the connection's lifetime, not its record:
@@ -541,50 +556,6 @@ class PushEndpoint:
             method="GET", target=WEBSOCKET_PATH, body=challenge, headers=headers
         )
         return device.device_key
-
-    async def _serve(self, connection: _Connection, subscription: Subscription) -> None:
-        # This task reads the device's frames; one writer task sends its notices. The
-        # group owns the writer: a writer whose send fails raises _Closed, which
-        # cancels this reader; the reader, when it ends, closes the subscription,
-        # which ends the writer.
-        refused: list[ServerError] = []
-
-        async def write() -> None:
-            deadline = _SendDeadline(self._limits.websocket_send_timeout_seconds)
-            texts = self._texts
-            # The publisher sends to an idle connection itself (see send_now); the
-            # writer sends what was queued while a send was under way.
-            subscription.direct = lambda notice: connection.send_now(texts.text(notice))
-            connection.on_failure = subscription.close
-            try:
-                while True:
-                    notice: Notice | None = await subscription.next()
-                    # Everything that arrived meanwhile goes before the next wait.
-                    while notice is not None:
-                        await connection.send_notice(texts.text(notice), deadline)
-                        notice = subscription.poll()
-            except SubscriptionClosed:
-                if connection.failed:
-                    raise _Closed("a send took longer than the limit") from None
-            finally:
-                subscription.direct = None
-                deadline.close()
-
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(write())
-                try:
-                    await self._read(connection, subscription)
-                except _Closed:
-                    pass
-                except ServerError as exc:
-                    refused.append(exc)
-                finally:
-                    subscription.close()
-        except* _Closed:
-            pass
-        if refused:
-            raise refused[0]
 
     async def _read(self, connection: _Connection, subscription: Subscription) -> None:
         while True:
