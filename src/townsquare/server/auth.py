@@ -16,6 +16,15 @@ Only a request whose signature verifies gets its nonce recorded, so a forger
 cannot use up a device's nonces. A nonce is kept until a request carrying it
 would be refused as stale anyway (``timestamp + clock_skew_seconds``).
 
+:meth:`Authenticator.authenticate_deferring_nonce` makes every check but the
+last and hands the nonce back as a :class:`~townsquare.server.storage.NonceUse`
+instead: the route records it in the transaction that does its work (posting a
+message), and must record it (:meth:`Authenticator.use_nonce`) on every refusal
+before that, so that any replay of the request is refused as one.
+
+Registered devices are cached in memory (an LRU), since every request looks
+one up and this relay never changes or deletes a device.
+
 Registration (:meth:`Authenticator.authenticate_new_device`) skips the
 lookup: the device is not registered yet, and the request is verified with
 the key named in ``Townsquare-Device``. The route then checks that this key is
@@ -24,6 +33,7 @@ the one the body registers.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,8 +48,16 @@ from townsquare.server.errors import (
     UnknownDevice,
 )
 from townsquare.server.storage import Device, Storage
+from townsquare.server.storage.interface import NonceUse
 
-__all__ = ["SIGNATURE_HEADERS", "Authenticator", "SignatureHeaders", "parse_signature_headers"]
+__all__ = [
+    "DEFAULT_DEVICE_CACHE_SIZE",
+    "SIGNATURE_HEADERS",
+    "Authenticator",
+    "SignatureHeaders",
+    "VerifiedRequest",
+    "parse_signature_headers",
+]
 
 #: The four headers of a signed request, in the order ``docs/protocol.md`` lists them.
 SIGNATURE_HEADERS = (
@@ -53,6 +71,10 @@ SIGNATURE_HEADERS = (
 _TIMESTAMP = re.compile(r"0|[1-9][0-9]{0,19}")
 _UINT64_LIMIT = 1 << 64
 
+#: How many registered devices an :class:`Authenticator` keeps in memory (a few
+#: hundred bytes each).
+DEFAULT_DEVICE_CACHE_SIZE = 4096
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SignatureHeaders:
@@ -64,6 +86,18 @@ class SignatureHeaders:
     timestamp: int
     nonce: bytes
     signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedRequest:
+    """
+    A request whose signature verified, and its nonce, not yet recorded.
+    """
+
+    #: The signing device.
+    device: Device
+    #: The nonce, to record in the transaction that does the request's work.
+    nonce: NonceUse
 
 
 def parse_signature_headers(headers: Mapping[str, Sequence[str]]) -> SignatureHeaders:
@@ -110,15 +144,30 @@ class Authenticator:
     Checks request signatures against the store's devices and nonces.
     """
 
-    def __init__(self, storage: Storage, clock: Clock, *, clock_skew_seconds: int) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        *,
+        clock_skew_seconds: int,
+        device_cache_size: int = DEFAULT_DEVICE_CACHE_SIZE,
+    ) -> None:
         """
         :param storage: where devices and used nonces are kept.
         :param clock: the relay's clock.
         :param clock_skew_seconds: how far a timestamp may be from ``clock``.
+        :param device_cache_size: how many registered devices to keep in memory (0: none).
         """
         self._storage = storage
         self._clock = clock
         self._skew = clock_skew_seconds
+        # Registered devices by key, least recently used first. Townsquare: the store
+        # never changes or deletes a device (no UPDATE or DELETE of the devices table),
+        # so a cached record cannot go stale. Revoking a device, when it comes, must
+        # evict it here, in every relay process. Unknown keys are not cached: a device
+        # registered later (perhaps through another process) must be seen.
+        self._devices: collections.OrderedDict[bytes, Device] = collections.OrderedDict()
+        self._device_cache_size = max(0, device_cache_size)
 
     async def authenticate(
         self, *, method: str, target: str, body: bytes, headers: Mapping[str, Sequence[str]]
@@ -138,12 +187,37 @@ class Authenticator:
         :raises BadSignature: if the signature does not verify.
         :raises ReplayedRequest: if the device used this nonce before.
         """
+        verified = await self.authenticate_deferring_nonce(
+            method=method, target=target, body=body, headers=headers
+        )
+        await self.use_nonce(verified.nonce)
+        return verified.device
+
+    async def authenticate_deferring_nonce(
+        self, *, method: str, target: str, body: bytes, headers: Mapping[str, Sequence[str]]
+    ) -> VerifiedRequest:
+        """
+        Authenticate a request from a registered device, leaving its nonce to the caller.
+
+        The same checks as :meth:`authenticate` but the nonce's: the caller records the
+        nonce, in the transaction that does the request's work, or with
+        :meth:`use_nonce` if the request is refused before that.
+
+        :param method: the HTTP method.
+        :param target: the request target as received (raw path, ``?``, query).
+        :param body: the body bytes as received.
+        :param headers: every value of each header, by lower-case name.
+        :returns: the signing device and the nonce to record.
+        :raises MissingAuthentication: if a signature header is absent.
+        :raises MalformedAuthentication: if a header or the target is malformed.
+        :raises StaleTimestamp: if the timestamp is outside the clock window.
+        :raises UnknownDevice: if the device is not registered.
+        :raises BadSignature: if the signature does not verify.
+        """
         signed = self._parse_and_check_time(headers)
-        device = await self._storage.get_device(signed.device_key)
-        if device is None:
-            raise UnknownDevice("the device in Townsquare-Device is not registered here")
-        await self._verify_and_use_nonce(signed, method=method, target=target, body=body)
-        return device
+        device = await self._registered_device(signed.device_key)
+        self._verify(signed, method=method, target=target, body=body)
+        return VerifiedRequest(device=device, nonce=self._nonce_use(signed))
 
     async def authenticate_new_device(
         self, *, method: str, target: str, body: bytes, headers: Mapping[str, Sequence[str]]
@@ -163,8 +237,18 @@ class Authenticator:
         :raises ReplayedRequest: if this key used this nonce before.
         """
         signed = self._parse_and_check_time(headers)
-        await self._verify_and_use_nonce(signed, method=method, target=target, body=body)
+        self._verify(signed, method=method, target=target, body=body)
+        await self.use_nonce(self._nonce_use(signed))
         return signed.device_key
+
+    async def use_nonce(self, nonce: NonceUse) -> None:
+        """
+        Record a verified request's nonce.
+
+        :param nonce: the nonce, as :meth:`authenticate_deferring_nonce` handed it back.
+        :raises ReplayedRequest: if the device used this nonce before.
+        """
+        await self._storage.use_nonce(nonce.device_key, nonce.nonce, expires_at=nonce.expires_at)
 
     def _parse_and_check_time(self, headers: Mapping[str, Sequence[str]]) -> SignatureHeaders:
         signed = parse_signature_headers(headers)
@@ -176,9 +260,30 @@ class Authenticator:
             )
         return signed
 
-    async def _verify_and_use_nonce(
-        self, signed: SignatureHeaders, *, method: str, target: str, body: bytes
-    ) -> None:
+    async def _registered_device(self, device_key: bytes) -> Device:
+        device = self._devices.get(device_key)
+        if device is not None:
+            self._devices.move_to_end(device_key)
+            return device
+        device = await self._storage.get_device(device_key)
+        if device is None:
+            raise UnknownDevice("the device in Townsquare-Device is not registered here")
+        if self._device_cache_size:
+            self._devices[device_key] = device
+            while len(self._devices) > self._device_cache_size:
+                self._devices.popitem(last=False)
+        return device
+
+    def _nonce_use(self, signed: SignatureHeaders) -> NonceUse:
+        # Kept until a request carrying it would be refused as stale anyway.
+        return NonceUse(
+            device_key=signed.device_key,
+            nonce=signed.nonce,
+            expires_at=signed.timestamp + self._skew,
+        )
+
+    @staticmethod
+    def _verify(signed: SignatureHeaders, *, method: str, target: str, body: bytes) -> None:
         try:
             canonical = auth.canonical_request(
                 method=method,
@@ -194,6 +299,3 @@ class Authenticator:
             auth.verify_request_signature(signed.device_key, canonical, signed.signature)
         except auth.VerificationError as exc:
             raise BadSignature("the signature does not verify for this request") from exc
-        await self._storage.use_nonce(
-            signed.device_key, signed.nonce, expires_at=signed.timestamp + self._skew
-        )

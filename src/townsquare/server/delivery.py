@@ -14,24 +14,31 @@ leaves' signature keys, recomputed from the public view after every commit.
 Cipher suite 1 (``MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519``) only, the
 suite whose signature scheme is the device key's.
 
-Posting a message (``POST /v1/groups/{id}/messages``)::
+Posting a message (``POST /v1/groups/{id}/messages``), with the request's
+nonce and the device's post quota (a charge of one) handed in by the route::
 
     peek the framing ──▶ group id = path?
-         400 malformed-mls   400 group-mismatch
+         400 malformed-mls   400 group-mismatch       (refused here: record the nonce)
          400 unexpected-message
       │
-      ├─ PrivateMessage, application ──▶ store: sent before? member? epoch current? next seq
-      │                                   (200, duplicate), 403 not-a-member, 409 stale-epoch
+      ├─ PrivateMessage, application ──▶ store, in one transaction: nonce new? sent before?
+      │                                   member? epoch current? quota left? next seq, count
+      │       409 replayed-request, (200, duplicate), 403 not-a-member, 409 stale-epoch, 429
       │
-      └─ PublicMessage, proposal or commit, under the group's lock:
-           load group ──▶ sent before? ──▶ member? ──▶ epoch current? ──▶ sender's leaf?
-           404            (200)            403         409 commit-conflict  403 sender-mismatch
-                                                       (a past epoch's: carries the winner)
-                                                       409 stale-epoch
+      └─ PublicMessage, proposal or commit: record the nonce (409 replayed-request), then
+         under the group's lock:
+           load group ──▶ sent before? ──▶ quota left? ──▶ member? ──▶ epoch current?
+           404            (200)            429             403         409 commit-conflict
+                                                                       (a past epoch's:
+                                                                       carries the winner)
+                                                                       409 stale-epoch
+           ──▶ sender's leaf?
+               403 sender-mismatch
            ──▶ PublicGroup.process ──▶ policy hook ──▶ (commit) GroupInfo of the new epoch,
                400 invalid-commit/-proposal            Welcome to exactly the added members
                                                        400 invalid-group-info, welcome-mismatch
-           ──▶ store atomically (the epoch is checked again inside the transaction)
+           ──▶ store atomically (the epoch and quota are checked again inside the
+               transaction, which counts the post)
            ──▶ publish a notice
 
 An external commit (sender ``new_member_commit``) skips the member and sender
@@ -40,11 +47,15 @@ over the commit (``docs/protocol.md``, Invites), or must be a member's resync
 of its own leaf; it may remove no other leaf, and its new leaf is the posting
 device's key. The store takes the invite's use in the commit's transaction.
 
-A refused message changes nothing in the store. The public view of each
-group is kept in memory (an LRU of ``Limits.public_group_cache_size``) and
-checked against the store on every handshake: the store's epoch says whether
-it is current, and proposals stored by other relay processes are replayed
-into it, so several processes sharing one database agree.
+A refused message changes nothing in the store but its request's nonce, which
+is recorded whatever the outcome, so that a replay is refused as one. An
+application message, the relay's hot path, costs one store transaction.
+
+The public view of each group is kept in memory (an LRU of
+``Limits.public_group_cache_size``) and checked against the store on every
+handshake: the store's epoch says whether it is current, and proposals stored
+by other relay processes are replayed into it, so several processes sharing
+one database agree.
 """
 
 from __future__ import annotations
@@ -122,6 +133,7 @@ from townsquare.server.storage import (
     PendingWelcome,
     Storage,
 )
+from townsquare.server.storage.interface import NonceUse, QuotaCharge
 
 __all__ = [
     "SUPPORTED_CIPHER_SUITE",
@@ -351,15 +363,33 @@ class DeliveryService:
 
     # -- Posting -------------------------------------------------------------------------
 
-    async def post(self, device: Device, group_id: bytes, post: Post) -> Appended:
+    async def post(
+        self,
+        device: Device,
+        group_id: bytes,
+        post: Post,
+        *,
+        nonce: NonceUse | None = None,
+        quota: QuotaCharge | None = None,
+    ) -> Appended:
         """
         Check a message and append it to the group's log exactly once.
+
+        The nonce is recorded whatever the outcome (but a replay's, or a failure of the
+        store's own): with an application message, in the append's transaction; with a
+        handshake message, first; with a message refused before either, before the
+        refusal propagates.
 
         :param device: the posting device.
         :param group_id: the group named in the path.
         :param post: the message (and a commit's Welcome and GroupInfo).
+        :param nonce: the request's nonce, not yet recorded (``None``: recorded already).
+        :param quota: the device's post quota, checked and charged for a new entry only
+            (``None``: not limited).
         :returns: the stored entry, or the original one if the device sent this client
             message id before (``duplicate``).
+        :raises ReplayedRequest: if the nonce was used before.
+        :raises RateLimited: if a new entry would pass the quota.
         :raises MalformedMLS: if a message does not decode.
         :raises UnexpectedMessage: if a message is not of the kind its field takes.
         :raises GroupMismatch: if the message is for another group.
@@ -386,30 +416,51 @@ class DeliveryService:
         :raises UnknownMemberDevice: if a commit adds a leaf whose key is not a device here.
         :raises Forbidden: (a subclass) if the commit policy refuses a handshake message.
         """
-        header = _peek(post.message)
-        kind = _kind_of(header)
-        if header.group_id != group_id:
-            raise GroupMismatch("the message's group id is not the group in the path")
-        if kind is not MessageKind.COMMIT and (
-            post.welcome is not None or post.group_info is not None
-        ):
-            raise InvalidRequest("only a commit carries a welcome and a group_info")
-        if kind is MessageKind.COMMIT and post.group_info is None:
-            raise InvalidRequest("a commit carries the new epoch's group_info")
-        if (post.invite_key is None) != (post.invite_signature is None):
-            raise InvalidRequest("invite_key and invite_signature go together")
-        if post.invite_key is not None and not isinstance(header.sender, NewMemberCommitSender):
-            raise InvalidRequest("only an external commit carries an invite")
-        if kind is MessageKind.APPLICATION:
-            # The store checks for a retry first, in the append's own transaction.
-            appended = await self._storage.append_message(
+        try:
+            header = _peek(post.message)
+            kind = _kind_of(header)
+            _check_post_fields(header, kind, group_id, post)
+            message = (
                 self._new_message(device, header, kind, post)
+                if kind is MessageKind.APPLICATION
+                else None
             )
+        except ServerError:
+            # Refused before the store was asked: the nonce is spent all the same, so
+            # that a replay of this request is refused as a replay.
+            await self._use_nonce(nonce)
+            raise
+        if message is not None:
+            # The store records the nonce, checks for a retry, then checks and charges
+            # the quota, all in the append's own transaction.
+            appended = await self._storage.append_message(message, nonce=nonce, quota=quota)
             if not appended.duplicate:
                 await self._publish(appended.entry)
             return appended
+        # Handshake messages are rare and their checks expensive: the nonce is
+        # recorded on its own first, so every refusal below leaves it spent.
+        await self._use_nonce(nonce)
         async with self._lock(group_id):
-            return await self._post_handshake(device, group_id, header, kind, post)
+            return await self._post_handshake(device, group_id, header, kind, post, quota=quota)
+
+    async def _use_nonce(self, nonce: NonceUse | None) -> None:
+        if nonce is not None:
+            await self._storage.use_nonce(
+                nonce.device_key, nonce.nonce, expires_at=nonce.expires_at
+            )
+
+    async def _check_quota(self, quota: QuotaCharge | None) -> None:
+        # Refuses a device over its quota before the MLS work; the append checks
+        # again, and counts, in its transaction.
+        if quota is not None:
+            await self._storage.check_quota(
+                quota.subject,
+                quota.action,
+                now=quota.now,
+                window_seconds=quota.window_seconds,
+                limit=quota.limit,
+                amount=quota.amount,
+            )
 
     async def _post_handshake(
         self,
@@ -418,6 +469,8 @@ class DeliveryService:
         header: MessageHeader,
         kind: MessageKind,
         post: Post,
+        *,
+        quota: QuotaCharge | None,
     ) -> Appended:
         cached = self._views.get(group_id)
         snapshot = await self._storage.load_group(
@@ -427,11 +480,12 @@ class DeliveryService:
         )
         group = snapshot.group
         # A retry is answered with the original, before any check that its success
-        # would now fail (its own commit ended the epoch). Read after the group, so
-        # that an original that moved the epoch on is seen here.
+        # would now fail (its own commit ended the epoch, its quota is spent). Read
+        # after the group, so that an original that moved the epoch on is seen here.
         original = await self._storage.find_message(device.device_key, post.client_message_id)
         if original is not None:
             return _duplicate(original, group_id, kind)
+        await self._check_quota(quota)
         member = snapshot.member
         sender = header.sender
         if isinstance(sender, NewMemberCommitSender):
@@ -452,7 +506,7 @@ class DeliveryService:
             if header.epoch != group.epoch:
                 await self._refuse_epoch(group, header, kind)
             view = await self._current_view(cached, snapshot)
-            return await self._post_commit(device, view, header, post, snapshot)
+            return await self._post_commit(device, view, header, post, snapshot, quota=quota)
         if member is None:
             raise NotAMember("the device is not a member of this group")
         if header.epoch != group.epoch:
@@ -461,8 +515,8 @@ class DeliveryService:
             raise SenderMismatch("a device posts only handshake messages its own leaf signed")
         view = await self._current_view(cached, snapshot)
         if kind is MessageKind.COMMIT:
-            return await self._post_commit(device, view, header, post, snapshot)
-        return await self._post_proposal(device, view, header, post, snapshot)
+            return await self._post_commit(device, view, header, post, snapshot, quota=quota)
+        return await self._post_proposal(device, view, header, post, snapshot, quota=quota)
 
     async def _check_invite(self, group_id: bytes, post: Post) -> None:
         # Answers the clear refusals before the MLS work; the store checks expiry and
@@ -726,6 +780,8 @@ class DeliveryService:
         header: MessageHeader,
         post: Post,
         snapshot: GroupSnapshot,
+        *,
+        quota: QuotaCharge | None,
     ) -> Appended:
         public = view.public
         group_info = post.group_info
@@ -762,7 +818,8 @@ class DeliveryService:
                     welcome=post.welcome,
                     welcome_recipients=plan.welcomed,
                     invite_key=post.invite_key if staged.resync is None else None,
-                )
+                ),
+                quota=quota,
             )
         except BaseException:
             self._forget(snapshot.group.group_id)
@@ -784,6 +841,8 @@ class DeliveryService:
         header: MessageHeader,
         post: Post,
         snapshot: GroupSnapshot,
+        *,
+        quota: QuotaCharge | None,
     ) -> Appended:
         public = view.public
         group_id = snapshot.group.group_id
@@ -796,7 +855,7 @@ class DeliveryService:
                 raise UnexpectedMessage("the message is not a proposal")
             self._policy.check_proposal(public, proposal, sender=device.device_key)
             appended = await self._storage.append_message(
-                self._new_message(device, header, MessageKind.PROPOSAL, post)
+                self._new_message(device, header, MessageKind.PROPOSAL, post), quota=quota
             )
         except BaseException:
             self._forget(group_id)
@@ -948,6 +1007,22 @@ def _kind_of(header: MessageHeader) -> MessageKind:
                 f"a group message is a PublicMessage or PrivateMessage, not"
                 f" {header.wire_format.name}"
             )
+
+
+def _check_post_fields(
+    header: MessageHeader, kind: MessageKind, group_id: bytes, post: Post
+) -> None:
+    # What a post carries must fit its message, before anything is read from the store.
+    if header.group_id != group_id:
+        raise GroupMismatch("the message's group id is not the group in the path")
+    if kind is not MessageKind.COMMIT and (post.welcome is not None or post.group_info is not None):
+        raise InvalidRequest("only a commit carries a welcome and a group_info")
+    if kind is MessageKind.COMMIT and post.group_info is None:
+        raise InvalidRequest("a commit carries the new epoch's group_info")
+    if (post.invite_key is None) != (post.invite_signature is None):
+        raise InvalidRequest("invite_key and invite_signature go together")
+    if post.invite_key is not None and not isinstance(header.sender, NewMemberCommitSender):
+        raise InvalidRequest("only an external commit carries an invite")
 
 
 def _duplicate(original: LogEntry, group_id: bytes, kind: MessageKind) -> Appended:

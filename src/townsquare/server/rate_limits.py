@@ -5,15 +5,24 @@ Both use the store's fixed-window quotas (:meth:`Storage.consume_quota`), the
 mechanism KeyPackage claims use, kept in the database so that every relay
 process sharing it counts together. They differ from claims in one way:
 
-Townsquare choice: only what the relay accepts counts. Each request is
-checked against its device's quota before the work (:meth:`Storage.check_quota`,
-which writes nothing) and counted after it succeeded, so a refused request, by
+Townsquare choice: only what the relay accepts counts, so a refused request, by
 the limit or for any other reason, changes nothing in the store, and a device
-that sends a malformed message is told why rather than losing quota. The cost:
-requests of one device that run at the same moment may all pass the check, so
-a window can end up over its limit by the requests in flight; each was within
-the limit when it was checked, each is counted, and the next one is refused
-until the window ends.
+that sends a malformed message is told why rather than losing quota.
+
+A post is checked and counted in the transaction that stores it: the route
+builds a :class:`~townsquare.server.storage.interface.QuotaCharge`
+(:meth:`DeviceRateLimits.post_charge`) and the append checks it after the
+retry check (a retry answered from the store is neither charged nor refused)
+and charges it with the new entry. So posts of one device in flight at the
+same moment can no longer take a window over its limit. (Handshake messages,
+whose checks are expensive, are also checked with :meth:`Storage.check_quota`
+before that work, so that a device over its quota is refused cheaply.)
+
+An upload is checked before the work (:meth:`Storage.check_quota`, which writes
+nothing) and counted after it succeeded. The cost: uploads of one device that
+run at the same moment may all pass the check, so a window can end up over its
+limit by the uploads in flight; each was within the limit when it was checked,
+each is counted, and the next one is refused until the window ends.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 from townsquare.server.clock import Clock
 from townsquare.server.config import Limits
 from townsquare.server.storage import Device, Storage
+from townsquare.server.storage.interface import QuotaCharge
 
 __all__ = ["ATTACHMENT_BYTES_ACTION", "POST_ACTION", "DeviceRateLimits"]
 
@@ -36,7 +46,7 @@ _RECORD_ONLY = 1 << 62
 
 class DeviceRateLimits:
     """
-    Checks and counts the posts and uploads of each device.
+    Charges posts, and checks and counts uploads, against each device's quotas.
     """
 
     def __init__(self, storage: Storage, clock: Clock, limits: Limits) -> None:
@@ -49,29 +59,19 @@ class DeviceRateLimits:
         self._clock = clock
         self._limits = limits
 
-    async def check_post(self, device: Device) -> None:
+    def post_charge(self, device: Device) -> QuotaCharge:
         """
-        Refuse a post if the device has used its post quota.
+        The charge of one post to the device's post quota, for the store to check and count.
 
-        :raises RateLimited: if it has; ``retry_after`` says when the window ends.
+        :param device: the posting device.
+        :returns: one use of its ``post-message`` quota, now.
         """
-        await self._storage.check_quota(
-            device.device_key,
-            POST_ACTION,
+        return QuotaCharge(
+            subject=device.device_key,
+            action=POST_ACTION,
             now=self._clock.now(),
             window_seconds=self._limits.post_window_seconds,
             limit=self._limits.posts_per_window,
-        )
-
-    async def count_post(self, device: Device) -> None:
-        """
-        Count a message the relay stored (not a retry answered from the store).
-        """
-        await self._count(
-            device,
-            POST_ACTION,
-            amount=1,
-            window_seconds=self._limits.post_window_seconds,
         )
 
     async def check_upload(self, device: Device, size: int) -> None:

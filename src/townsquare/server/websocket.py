@@ -54,6 +54,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -414,7 +415,8 @@ class _Connection:
         if self._sender is not None or self._send_lock.locked():
             return False
         sending = self._send(self._events.event(notice))
-        coroutine = sending if isinstance(sending, Coroutine) else _awaiting(sending)
+        # types.CoroutineType, not the Coroutine ABC: a plain type check, once per recipient.
+        coroutine = sending if isinstance(sending, CoroutineType) else _awaiting(sending)
         try:
             waiting = coroutine.send(None)
         except StopIteration:

@@ -2,7 +2,8 @@
 The per-device post quota: 429 ``rate-limited`` with ``Retry-After``, and nothing stored.
 
 A real app on a real SQLite file, real MLS messages. Only messages the relay
-stores count: retries answered from the store and refused posts do not.
+stores count: retries answered from the store and refused posts do not, and a
+retry is answered even when the quota is spent.
 """
 
 from __future__ import annotations
@@ -92,20 +93,50 @@ async def test_refused_posts_are_not_counted(relay_with, limits, mls, new_identi
             assert (await relay.post(alice, group_a.group_id, message)).status_code == 201
 
 
-async def test_a_retry_waits_for_the_window_too(relay_with, limits, mls, new_identity, problem):
-    # The check comes before the store is asked, so a spent quota refuses a retry as
-    # well; it is answered with the original once the window has passed.
+async def test_a_retry_is_answered_even_when_the_quota_is_spent(
+    relay_with, limits, mls, new_identity, problem
+):
+    # The store checks for a retry before the quota, in the append's transaction: the
+    # original is answered at once, neither refused nor counted, while a new message
+    # is refused. (Until the quota moved into that transaction, a retry waited too.)
     async with relay_with(tight(limits)) as relay:
         alice, _, group_a, _ = await two_member_group(relay, mls, new_identity)
         message_id = secrets.token_bytes(16)
         message = group_a.encrypt(b"m", rng=mls.rng)
         await relay.post(alice, group_a.group_id, message, message_id=message_id)
         await relay.post(alice, group_a.group_id, group_a.encrypt(b"n", rng=mls.rng))
+        before = relay.snapshot()
+        retry = await relay.post(alice, group_a.group_id, message, message_id=message_id)
+        assert (retry.status_code, retry.json()["seq"], retry.json()["duplicate"]) == (
+            200,
+            2,
+            True,
+        )
+        relay.assert_unchanged(before, nonce_used=True)
         problem(
-            await relay.post(alice, group_a.group_id, message, message_id=message_id),
+            await relay.post(alice, group_a.group_id, group_a.encrypt(b"o", rng=mls.rng)),
             429,
             "rate-limited",
         )
-        relay.clock.advance(60)
-        retry = await relay.post(alice, group_a.group_id, message, message_id=message_id)
-        assert (retry.status_code, retry.json()["seq"]) == (200, 2)
+
+
+async def test_a_commit_retry_is_answered_even_when_the_quota_is_spent(
+    relay_with, limits, mls, new_identity, problem
+):
+    # Handshake messages too: the retry check comes before the quota check.
+    async with relay_with(tight(limits)) as relay:
+        alice, _, group_a, _ = await two_member_group(relay, mls, new_identity)
+        message_id = secrets.token_bytes(16)
+        pending = group_a.commit(rng=mls.rng, force_path=True)
+        first = await relay.post_commit(alice, pending, message_id=message_id)
+        assert first.status_code == 201, first.text
+        group_a.merge(pending.staged)
+        await relay.post(alice, group_a.group_id, group_a.encrypt(b"n", rng=mls.rng))
+        before = relay.snapshot()
+        retry = await relay.post_commit(alice, pending, message_id=message_id)
+        assert (retry.status_code, retry.json()["seq"]) == (200, first.json()["seq"])
+        relay.assert_unchanged(before, nonce_used=True)
+        again = group_a.commit(rng=mls.rng, force_path=True)
+        before = relay.snapshot()
+        problem(await relay.post_commit(alice, again), 429, "rate-limited")
+        relay.assert_unchanged(before, nonce_used=True)

@@ -2,17 +2,28 @@
 Request authentication at the HTTP edge: each way a signature can fail, and replay.
 
 A request refused here must change nothing at all, not even the nonce table.
+Posting a message records its nonce in the append's own transaction; a replay
+of a post is refused as one whether the post was stored or refused.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
+
 import pytest
 
 from townsquare import auth
+from townsquare.server.auth import Authenticator
+from townsquare.server.errors import Unavailable
+from townsquare.server.storage import Device, SQLiteStorage
+
+from .test_delivery import two_member_group
 
 pytestmark = pytest.mark.anyio
 
 COUNT = "/v1/key-packages/count"
+NOW = 1_767_225_600
 
 
 async def test_a_signed_request_is_accepted_and_its_nonce_recorded(relay, identity):
@@ -263,3 +274,162 @@ async def test_signatures_are_checked_before_the_schema(relay, identity, problem
     )
     problem(response, 400, "invalid-request")
     assert relay.snapshot() == before
+
+
+# -- Posting a message: the nonce is recorded with the append ------------------------
+
+
+def _post_body(message: bytes, message_id: bytes | None = None) -> bytes:
+    return json.dumps(
+        {
+            "client_message_id": auth.encode_b64u(
+                message_id if message_id is not None else secrets.token_bytes(16)
+            ),
+            "message": auth.encode_b64u(message),
+        }
+    ).encode()
+
+
+async def _post_and_replay(relay, identity, group_id: bytes, body: bytes):
+    """Post ``body`` signed, then send the very same request again: its bytes and headers."""
+    target = f"/v1/groups/{auth.encode_b64u(group_id)}/messages"
+    content_type = {"content-type": "application/json"}
+    signer = relay.signer(identity)
+    first = await relay.client.post(target, content=body, headers=content_type, auth=signer)
+    before = relay.snapshot()
+    replay = await relay.client.post(
+        target, content=body, headers={**content_type, **signer.last_headers}
+    )
+    return first, replay, before
+
+
+async def test_a_replayed_post_of_a_message_is_refused_and_stores_nothing(
+    relay, mls, new_identity, problem
+):
+    alice, _, group_a, _ = await two_member_group(relay, mls, new_identity)
+    body = _post_body(group_a.encrypt(b"once", rng=mls.rng))
+    first, replay, before = await _post_and_replay(relay, alice, group_a.group_id, body)
+    assert first.status_code == 201, first.text
+    problem(replay, 409, "replayed-request")
+    assert relay.snapshot() == before
+
+
+async def test_a_replayed_post_that_was_refused_is_refused_as_a_replay(
+    relay, mls, new_identity, problem
+):
+    alice, bob, group_a, group_b = await two_member_group(relay, mls, new_identity)
+    late = group_b.encrypt(b"sent at epoch 1", rng=mls.rng)
+    pending = group_a.commit(rng=mls.rng, force_path=True)
+    assert (await relay.post_commit(alice, pending)).status_code == 201
+    before = relay.snapshot()
+    first, replay, after_first = await _post_and_replay(
+        relay, bob, group_a.group_id, _post_body(late)
+    )
+    problem(first, 409, "stale-epoch")
+    relay.assert_unchanged(before, nonce_used=True)
+    problem(replay, 409, "replayed-request")
+    assert relay.snapshot() == after_first
+
+
+async def test_a_replayed_post_refused_before_the_store_is_refused_as_a_replay(
+    relay, mls, new_identity, problem
+):
+    alice, _, group_a, _ = await two_member_group(relay, mls, new_identity)
+    before = relay.snapshot()
+    first, replay, after_first = await _post_and_replay(
+        relay, alice, group_a.group_id, _post_body(b"\x00\x01")
+    )
+    problem(first, 400, "malformed-mls")
+    relay.assert_unchanged(before, nonce_used=True)
+    problem(replay, 409, "replayed-request")
+    assert relay.snapshot() == after_first
+
+
+async def test_a_replayed_commit_is_refused_as_a_replay(relay, mls, new_identity, problem):
+    alice, _, group_a, _ = await two_member_group(relay, mls, new_identity)
+    pending = group_a.commit(rng=mls.rng, force_path=True)
+    body = json.dumps(
+        {
+            "client_message_id": auth.encode_b64u(secrets.token_bytes(16)),
+            "message": auth.encode_b64u(pending.commit),
+            "group_info": auth.encode_b64u(pending.group_info),
+        }
+    ).encode()
+    first, replay, before = await _post_and_replay(relay, alice, group_a.group_id, body)
+    assert first.status_code == 201, first.text
+    problem(replay, 409, "replayed-request")
+    assert relay.snapshot() == before
+
+
+async def test_a_post_whose_body_fails_the_schema_leaves_its_nonce_unused(
+    relay, mls, new_identity, problem
+):
+    # docs/protocol.md: on this route the nonce is recorded with the append, after the
+    # schema; a body refused by the schema changes nothing, so its replay is refused alike.
+    alice, _, group_a, _ = await two_member_group(relay, mls, new_identity)
+    before = relay.snapshot()
+    body = json.dumps({"client_message_id": "not base64url!", "message": "AAAA"}).encode()
+    first, replay, _ = await _post_and_replay(relay, alice, group_a.group_id, body)
+    problem(first, 400, "invalid-request")
+    problem(replay, 400, "invalid-request")
+    relay.assert_unchanged(before, nonce_used=False)
+
+
+# -- The device cache ----------------------------------------------------------------
+
+
+class _Clock:
+    def now(self) -> int:
+        return NOW
+
+
+async def _registered(storage: SQLiteStorage) -> bytes:
+    device_private = auth.generate_private_key()
+    certificate = auth.certify_device(
+        auth.generate_private_key(), auth.public_key(device_private), NOW
+    )
+    await storage.create_account(Device(certificate=certificate, registered_at=NOW))
+    return device_private
+
+
+async def _verify(authenticator: Authenticator, device_private: bytes) -> bytes:
+    headers = auth.sign_request(
+        device_private_key=device_private,
+        method="GET",
+        target=COUNT,
+        body=b"",
+        timestamp=NOW,
+        nonce=secrets.token_bytes(auth.NONCE_BYTES),
+    )
+    verified = await authenticator.authenticate_deferring_nonce(
+        method="GET",
+        target=COUNT,
+        body=b"",
+        headers={name.lower(): [value] for name, value in headers.items()},
+    )
+    return verified.device.device_key
+
+
+async def test_devices_are_served_from_a_bounded_cache(tmp_path):
+    # Seen through the store: once it is closed, only cached devices still verify.
+    storage = SQLiteStorage(tmp_path)
+    await storage.open()
+    first, second = await _registered(storage), await _registered(storage)
+    authenticator = Authenticator(storage, _Clock(), clock_skew_seconds=300, device_cache_size=1)
+    uncached = Authenticator(storage, _Clock(), clock_skew_seconds=300, device_cache_size=0)
+    for device_private in (first, second):
+        await _verify(authenticator, device_private)
+        await _verify(uncached, device_private)
+    await storage.close()
+    assert await _verify(authenticator, second) == auth.public_key(second)
+    with pytest.raises(Unavailable):
+        await _verify(authenticator, first)
+    with pytest.raises(Unavailable):
+        await _verify(uncached, second)
+
+
+async def test_a_device_registered_after_it_was_refused_is_accepted(relay, identity, problem):
+    # Unknown devices are not cached.
+    problem(await relay.client.get(COUNT, auth=relay.signer(identity)), 401, "unknown-device")
+    await relay.register(identity)
+    assert (await relay.client.get(COUNT, auth=relay.signer(identity))).status_code == 200

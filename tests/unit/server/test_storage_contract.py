@@ -60,6 +60,7 @@ from townsquare.server.storage import (
     SQLiteStorage,
     Storage,
 )
+from townsquare.server.storage.interface import NonceUse, QuotaCharge
 
 pytestmark = pytest.mark.anyio
 
@@ -1050,3 +1051,192 @@ async def test_the_reset_on_remove_can_be_turned_off(storage):
     assert await storage.get_invite(b"K" * 32) is not None
     with pytest.raises(UnknownGroup):
         await storage.get_reset_invites_on_remove(b"other-group-id!!")
+
+
+# -- A post in one transaction: its nonce and quota with the append ------------------
+
+
+def nonce_of(device: bytes, tag: bytes = b"n") -> NonceUse:
+    return NonceUse(device_key=device, nonce=tag * 16, expires_at=NOW + 300)
+
+
+def post_quota(device: bytes, *, limit: int = 3, now: int = NOW) -> QuotaCharge:
+    return QuotaCharge(
+        subject=device, action="post-message", now=now, window_seconds=60, limit=limit
+    )
+
+
+async def assert_nonce_used(storage: Storage, nonce: NonceUse) -> None:
+    with pytest.raises(ReplayedRequest):
+        await storage.use_nonce(nonce.device_key, nonce.nonce, expires_at=nonce.expires_at)
+
+
+async def assert_quota_used(storage: Storage, device: bytes, used: int) -> None:
+    """The device's post quota has exactly ``used`` uses in the window of NOW."""
+    charge = post_quota(device)
+    await storage.check_quota(
+        device, charge.action, now=NOW, window_seconds=charge.window_seconds, limit=used + 1
+    )
+    if used:
+        with pytest.raises(RateLimited):
+            await storage.check_quota(
+                device, charge.action, now=NOW, window_seconds=charge.window_seconds, limit=used
+            )
+
+
+async def test_an_append_records_its_nonce_and_charges_its_quota_in_one_go(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    sent = message(alice)
+    appended = await storage.append_message(sent, nonce=nonce_of(alice), quota=post_quota(alice))
+    assert (appended.entry.seq, appended.duplicate) == (1, False)
+    assert await storage.find_message(alice, sent.client_message_id) == appended.entry
+    await assert_nonce_used(storage, nonce_of(alice))
+    await assert_quota_used(storage, alice, 1)
+    committed = await storage.append_commit(
+        commit(alice, [(alice, 0), (bob, 1)]),
+        nonce=nonce_of(alice, b"c"),
+        quota=post_quota(alice),
+    )
+    assert committed.entry.seq == 2
+    await assert_nonce_used(storage, nonce_of(alice, b"c"))
+    await assert_quota_used(storage, alice, 2)
+
+
+async def test_a_replayed_nonce_refuses_the_append_and_records_nothing(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    await storage.append_message(message(alice), nonce=nonce_of(alice), quota=post_quota(alice))
+    before = await group_state(storage, [alice])
+    with pytest.raises(ReplayedRequest):
+        await storage.append_message(message(alice), nonce=nonce_of(alice), quota=post_quota(alice))
+    with pytest.raises(ReplayedRequest):
+        await storage.append_commit(
+            commit(alice, [(alice, 0)]), nonce=nonce_of(alice), quota=post_quota(alice)
+        )
+    assert await group_state(storage, [alice]) == before
+    await assert_quota_used(storage, alice, 1)
+
+
+async def test_a_refused_append_keeps_its_nonce_and_stores_nothing_else(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    await group_of(storage, alice, group_id=b"H" * 32)
+    await storage.append_commit(commit(alice, [(alice, 0)]))
+    await storage.append_message(message(alice, epoch=1, mid=b"m" * 16), quota=post_quota(alice))
+    before = await group_state(storage, [alice, bob])
+    refusals = [
+        (StaleEpoch, message(alice, epoch=0), alice),
+        (NotAMember, message(bob, epoch=1), bob),
+        (MessageIdReused, message(alice, mid=b"m" * 16, group_id=b"H" * 32), alice),
+        (UnknownGroup, message(alice, group_id=b"I" * 32), alice),
+    ]
+    for i, (error, refused, sender) in enumerate(refusals):
+        nonce = nonce_of(sender, bytes([i]))
+        with pytest.raises(error):
+            await storage.append_message(refused, nonce=nonce, quota=post_quota(sender))
+        await assert_nonce_used(storage, nonce)
+    assert await group_state(storage, [alice, bob]) == before
+    await assert_quota_used(storage, alice, 1)
+    await assert_quota_used(storage, bob, 0)
+
+
+async def test_a_post_over_the_quota_is_refused_and_keeps_its_nonce(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    for _ in range(2):
+        await storage.append_message(message(alice), quota=post_quota(alice, limit=2))
+    before = await group_state(storage, [alice])
+    late = nonce_of(alice, b"l")
+    with pytest.raises(RateLimited) as refused:
+        await storage.append_message(
+            message(alice), nonce=late, quota=post_quota(alice, limit=2, now=NOW + 15)
+        )
+    assert refused.value.retry_after == 45
+    await assert_nonce_used(storage, late)
+    with pytest.raises(RateLimited):
+        await storage.append_commit(
+            commit(alice, [(alice, 0)]),
+            nonce=nonce_of(alice, b"c"),
+            quota=post_quota(alice, limit=2),
+        )
+    await assert_nonce_used(storage, nonce_of(alice, b"c"))
+    assert await group_state(storage, [alice]) == before
+    await assert_quota_used(storage, alice, 2)
+    # The next window takes it.
+    appended = await storage.append_message(
+        message(alice), quota=post_quota(alice, limit=2, now=NOW + 60)
+    )
+    assert appended.entry.seq == 3
+
+
+async def test_a_commit_refused_after_its_writes_keeps_only_its_nonce(storage):
+    # The unregistered member is found after the entry, the epoch and the quota were
+    # written: all of it is rolled back to the nonce.
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    before = await group_state(storage, [alice])
+    nonce = nonce_of(alice)
+    with pytest.raises(UnknownMemberDevice):
+        await storage.append_commit(
+            commit(alice, [(alice, 0), (b"\x09" * 32, 1)]), nonce=nonce, quota=post_quota(alice)
+        )
+    await assert_nonce_used(storage, nonce)
+    assert await group_state(storage, [alice]) == before
+    await assert_quota_used(storage, alice, 0)
+
+
+async def test_a_retry_is_answered_uncharged_even_when_the_quota_is_spent(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    original = await storage.append_message(
+        message(alice, mid=b"m" * 16), quota=post_quota(alice, limit=1)
+    )
+    before = await group_state(storage, [alice])
+    retry = nonce_of(alice, b"r")
+    again = await storage.append_message(
+        message(alice, mid=b"m" * 16, body=b"re-encrypted"),
+        nonce=retry,
+        quota=post_quota(alice, limit=1),
+    )
+    assert again.duplicate
+    assert again.entry == original.entry
+    await assert_nonce_used(storage, retry)
+    await assert_quota_used(storage, alice, 1)
+    assert await group_state(storage, [alice]) == before
+    with pytest.raises(RateLimited):
+        await storage.append_message(message(alice), quota=post_quota(alice, limit=1))
+
+
+async def test_the_quota_counts_only_new_entries(storage):
+    alice, bob = await devices(storage, 2)
+    await group_of(storage, alice)
+    committed = await storage.append_commit(
+        commit(alice, [(alice, 0), (bob, 1)], mid=b"c" * 16), quota=post_quota(alice)
+    )
+    await storage.append_message(message(alice, epoch=1, mid=b"m" * 16), quota=post_quota(alice))
+    for _ in range(3):
+        await storage.append_message(
+            message(alice, epoch=1, mid=b"m" * 16), quota=post_quota(alice)
+        )
+        retried = await storage.append_commit(
+            commit(alice, [(alice, 0), (bob, 1)], mid=b"c" * 16), quota=post_quota(alice)
+        )
+        assert retried.entry == committed.entry
+    await assert_quota_used(storage, alice, 2)
+    await storage.append_message(message(alice, epoch=1), quota=post_quota(alice))
+    await assert_quota_used(storage, alice, 3)
+    await assert_quota_used(storage, bob, 0)
+
+
+async def test_an_append_refuses_a_quota_amount_below_one(storage):
+    (alice,) = await devices(storage, 1)
+    await group_of(storage, alice)
+    before = await group_state(storage, [alice])
+    nothing = replace(post_quota(alice), amount=0)
+    with pytest.raises(ValueError, match="one use"):
+        await storage.append_message(message(alice), nonce=nonce_of(alice), quota=nothing)
+    with pytest.raises(ValueError, match="one use"):
+        await storage.append_commit(commit(alice, [(alice, 0)]), quota=nothing)
+    assert await group_state(storage, [alice]) == before
+    await storage.use_nonce(alice, nonce_of(alice).nonce, expires_at=NOW + 300)

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from townsquare.server.auth import VerifiedRequest
 from townsquare.server.config import DEFAULT_FETCH_LIMIT, MAX_FETCH_LIMIT
 from townsquare.server.delivery import DeliveryService, Post
 from townsquare.server.errors import (
@@ -374,7 +375,7 @@ def router(
 
     :param delivery: the delivery service.
     :param signatures: the request-signature dependencies.
-    :param rate_limits: the per-device post quota.
+    :param rate_limits: the per-device post quota, charged in the append's transaction.
     :returns: the router.
     """
     routes = APIRouter(tags=["groups"])
@@ -437,14 +438,20 @@ def router(
         group_id: GroupIdPath,
         body: PostBody,
         response: Response,
-        device: Device = Depends(signatures.device),
+        signed: VerifiedRequest = Depends(signatures.device_deferring_nonce),
     ) -> PostedBody:
-        # Checked before the work and counted after it: a refused post, by the limit
-        # or by delivery, changes nothing in the store (server/rate_limits.py).
-        await rate_limits.check_post(device)
+        # The nonce and the post quota go to the store with the message: an application
+        # message costs one transaction, in which a retry is answered uncharged and a
+        # new entry is checked and counted (server/rate_limits.py). Delivery records
+        # the nonce of a message it refuses; a path refused here must record it too.
+        try:
+            group = group_id_from_path(group_id)
+        except InvalidRequest:
+            await signatures.use_nonce(signed.nonce)
+            raise
         appended = await delivery.post(
-            device,
-            group_id_from_path(group_id),
+            signed.device,
+            group,
             Post(
                 client_message_id=body.client_message_id,
                 message=body.message,
@@ -453,11 +460,11 @@ def router(
                 invite_key=body.invite_key,
                 invite_signature=body.invite_signature,
             ),
+            nonce=signed.nonce,
+            quota=rate_limits.post_charge(signed.device),
         )
         if appended.duplicate:
             response.status_code = 200
-        else:
-            await rate_limits.count_post(device)
         return PostedBody.of(appended)
 
     @routes.get(

@@ -5,6 +5,13 @@ A signed route takes ``device: Annotated[Device, Depends(signed.device)]``;
 the dependency hands the request's method, target, body and headers to
 :class:`~townsquare.server.auth.Authenticator`. The target is the raw path
 and query as received, which is what the client signed.
+
+A route that records the nonce in its own transaction (posting a message)
+takes :meth:`Signatures.device_deferring_nonce` instead, and owes the nonce:
+it records it with its work, or with :meth:`Signatures.use_nonce` when it
+refuses the request before that work, so that a replay is always refused as
+one. A body that FastAPI refuses (400, before the route runs) leaves that
+nonce unused; the request changed nothing, so its replay is refused alike.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 from fastapi import Request
 
 from townsquare import auth
-from townsquare.server.auth import SIGNATURE_HEADERS, Authenticator
+from townsquare.server.auth import SIGNATURE_HEADERS, Authenticator, VerifiedRequest
 from townsquare.server.errors import (
     BadSignature,
     MalformedAuthentication,
@@ -26,6 +33,7 @@ from townsquare.server.errors import (
     UnknownDevice,
 )
 from townsquare.server.storage import Device
+from townsquare.server.storage.interface import NonceUse
 
 __all__ = [
     "NEW_DEVICE_ERRORS",
@@ -127,6 +135,30 @@ class Signatures:
             body=await request.body(),
             headers=_signature_headers(request),
         )
+
+    async def device_deferring_nonce(self, request: Request) -> VerifiedRequest:
+        """
+        Authenticate a request from a registered device, leaving its nonce to the route.
+
+        :returns: the signing device, and the nonce the route must record.
+        :raises AuthenticationFailed: (a subclass) if the request is not validly signed.
+        """
+        return await self._authenticator.authenticate_deferring_nonce(
+            method=request.method,
+            target=request_target(request),
+            body=await request.body(),
+            headers=_signature_headers(request),
+        )
+
+    async def use_nonce(self, nonce: NonceUse) -> None:
+        """
+        Record the nonce of a request that :meth:`device_deferring_nonce` let through.
+
+        For a route that refuses the request before the transaction that would record it.
+
+        :raises ReplayedRequest: if the device used this nonce before.
+        """
+        await self._authenticator.use_nonce(nonce)
 
     async def new_device(self, request: Request) -> bytes:
         """

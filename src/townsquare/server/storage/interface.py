@@ -16,7 +16,10 @@ its member devices (by leaf index), an append-only log numbered from 1, the
 Welcomes waiting for new devices, and each device's cursor. Appending
 decides the sequence number, the epoch check and exactly-once (a device's
 client message id) inside one transaction; a commit's whole effect (log row,
-next epoch, GroupInfo and tree, members, Welcome) is one transaction too.
+next epoch, GroupInfo and tree, members, Welcome) is one transaction too. An
+append may also take the request's nonce (:class:`NonceUse`) and the sender's
+post quota (:class:`QuotaCharge`) into that transaction, so that posting an
+application message costs the relay one transaction, not five.
 
 Retention: :meth:`Storage.apply_retention` deletes the log entries every
 member device has acknowledged and everything older than the retention time;
@@ -54,7 +57,9 @@ __all__ = [
     "NewGroup",
     "NewInvite",
     "NewMessage",
+    "NonceUse",
     "PendingWelcome",
+    "QuotaCharge",
     "RetentionReport",
     "Storage",
     "StoredAttachment",
@@ -83,6 +88,40 @@ class Device:
         The key of the account that certified the device.
         """
         return self.certificate.account_key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NonceUse:
+    """
+    A signed request's nonce, to record in the transaction that does the request's work.
+    """
+
+    #: The signing device.
+    device_key: bytes
+    nonce: bytes
+    #: When the record may be deleted: once a request with this nonce would be refused
+    #: as stale anyway.
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotaCharge:
+    """
+    Uses of a rate-limited action, to check and count in the transaction that does it.
+
+    The fields are :meth:`Storage.consume_quota`'s arguments.
+    """
+
+    #: Who acts (a device key).
+    subject: bytes
+    #: What is limited (``"post-message"``).
+    action: str
+    now: int
+    window_seconds: int
+    #: The most uses in one window.
+    limit: int
+    #: How many uses this is; at least 1.
+    amount: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -666,47 +705,82 @@ class Storage(Protocol):
         """
         ...
 
-    async def append_message(self, message: NewMessage) -> Appended:
+    async def append_message(
+        self,
+        message: NewMessage,
+        *,
+        nonce: NonceUse | None = None,
+        quota: QuotaCharge | None = None,
+    ) -> Appended:
         """
         Append an application message or a proposal, exactly once, to the current epoch.
 
-        In one transaction and in this order: the group exists; if the device sent
-        this client message id before, the original entry is returned and nothing is
-        stored; the sender is a member; the epoch is current; the entry is stored with
-        the next sequence number.
+        In one durable transaction and in this order: the nonce is recorded (a used one
+        refuses the whole request, and nothing is recorded); the group exists; if the
+        device sent this client message id before, the original entry is returned and
+        nothing is stored or counted (the quota is neither charged nor checked); the
+        sender is a member; the epoch is current; the quota has ``quota.amount`` uses
+        left; the entry is stored with the next sequence number and the quota is
+        charged. A refusal after the nonce keeps the nonce recorded and nothing else,
+        so that a replay of the refused request is refused as a replay.
 
         :param message: the message.
+        :param nonce: the request's nonce, to record with the append (``None``: the
+            caller recorded it, or the message came without one).
+        :param quota: the sender's quota, to check and charge for a new entry.
         :returns: the stored entry (or the original of a retry).
+        :raises ReplayedRequest: if ``nonce`` was used before.
         :raises UnknownGroup: if there is no such group.
         :raises MessageIdReused: if the id was used for a message of another group or kind.
         :raises NotAMember: if the sender is not a member.
         :raises StaleEpoch: if ``message.epoch`` is not the current epoch.
-        :raises ValueError: if ``message.kind`` is a commit (use :meth:`append_commit`).
+        :raises RateLimited: if the quota has fewer than ``quota.amount`` uses left;
+            ``retry_after`` says when its window ends.
+        :raises ValueError: if ``message.kind`` is a commit (use :meth:`append_commit`),
+            or ``quota.amount`` is below 1.
         """
         ...
 
-    async def append_commit(self, commit: NewCommit) -> Appended:
+    async def append_commit(
+        self,
+        commit: NewCommit,
+        *,
+        nonce: NonceUse | None = None,
+        quota: QuotaCharge | None = None,
+    ) -> Appended:
         """
         Append a commit and move the group to the next epoch, all in one transaction.
 
-        The same checks as :meth:`append_message`, then: store the commit; set the epoch
-        to ``commit.epoch + 1``; replace the GroupInfo and tree; make the member devices
-        exactly ``commit.members`` (devices that join get ``joined_seq`` = the commit's
-        sequence number; devices that leave lose their cursor and pending Welcomes);
-        store the Welcome for its recipients. With ``commit.invite_key`` (an external
-        commit joining by invite) the sender need not be a member; the invite is checked
-        (the group's, unexpired, not used up) and used once. If the commit removes a
-        device and the group resets invites on remove, every invite is deleted.
+        The same checks as :meth:`append_message` (the nonce first, a retry answered
+        uncharged, the quota checked before storing and charged after), then: store the
+        commit; set the epoch to ``commit.epoch + 1``; replace the GroupInfo and tree;
+        make the member devices exactly ``commit.members`` (devices that join get
+        ``joined_seq`` = the commit's sequence number; devices that leave lose their
+        cursor and pending Welcomes); store the Welcome for its recipients. With
+        ``commit.invite_key`` (an external commit joining by invite) the sender need not
+        be a member; the invite is checked (the group's, unexpired, not used up) and used
+        once. If the commit removes a device and the group resets invites on remove,
+        every invite is deleted. As with :meth:`append_message`, a refusal after the
+        nonce keeps the nonce recorded and nothing else.
 
         :param commit: the commit.
+        :param nonce: the request's nonce, to record with the append.
+        :param quota: the sender's quota, to check and charge for a new entry.
         :returns: the stored entry (or the original of a retry).
+        :raises ReplayedRequest: if ``nonce`` was used before.
         :raises UnknownGroup: if there is no such group.
         :raises MessageIdReused: if the id was used for a message of another group or kind.
         :raises NotAMember: if the sender is not a member.
         :raises CommitConflict: if another commit ended ``commit.epoch``; it carries that one.
         :raises StaleEpoch: if ``commit.epoch`` is past the current epoch, or ended by a
             commit that retention has deleted.
+        :raises RateLimited: if the quota has fewer than ``quota.amount`` uses left.
+        :raises InviteNotFound: if ``commit.invite_key`` is not an invite of the group.
+        :raises InviteExpired: if the invite has expired.
+        :raises InviteUsedUp: if its uses are all taken.
         :raises UnknownMemberDevice: if a member or recipient is not a registered device.
+        :raises ValueError: if a device appears twice among the members, or
+            ``quota.amount`` is below 1.
         """
         ...
 

@@ -22,7 +22,9 @@ recognises by their sequence numbers): WAL still keeps them across a crash of
 the process, and the next FULL commit makes them durable too, since it syncs
 the whole log before it; a power cut can lose the last few, which at worst
 reopens a 300-second replay window that the signature's timestamp bounds. This
-saves one disk flush (about 4 ms here) on every signed request.
+saves one disk flush (about 4 ms here) on every signed request. A nonce or quota
+charge handed to an append (:class:`NonceUse`, :class:`QuotaCharge`) commits with
+the append, durably, in its single transaction: one flush for the whole post.
 
 There is no timeout on these awaits: they are not network calls, a started
 transaction finishes (commits or rolls back) even if its caller is cancelled,
@@ -37,6 +39,7 @@ import queue
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -94,7 +97,9 @@ from townsquare.server.storage.interface import (
     NewGroup,
     NewInvite,
     NewMessage,
+    NonceUse,
     PendingWelcome,
+    QuotaCharge,
     RetentionReport,
     StoredAttachment,
 )
@@ -322,6 +327,21 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             raise StorageFailure(f"the database failed: {exc}") from exc
 
+    async def _run_write_after_nonce(
+        self, nonce: NonceUse | None, body: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        # One durable write transaction: the nonce, then ``body``. A refusal by ``body``
+        # is rolled back to a savepoint after the nonce and the transaction commits,
+        # so that a replay of a refused request is refused as a replay; the refusal is
+        # handed back as a value (a commit happens only when the body returns) and
+        # raised here, on the event loop.
+        if nonce is None:
+            return await self._run_write(body)
+        outcome = await self._run_write(partial(_after_nonce, nonce=nonce, body=body))
+        if isinstance(outcome, _Refusal):
+            raise outcome.error
+        return outcome
+
     # -- Accounts and devices ---------------------------------------------------------
 
     async def create_account(self, device: Device) -> None:
@@ -414,17 +434,8 @@ class SQLiteStorage:
 
         :raises ReplayedRequest: if the device used this nonce before.
         """
-
-        def body(conn: sqlite3.Connection) -> None:
-            inserted = conn.execute(
-                "INSERT INTO request_nonces (device_key, nonce, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (device_key, nonce) DO NOTHING",
-                (device_key, nonce, expires_at),
-            ).rowcount
-            if inserted != 1:
-                raise ReplayedRequest("this device already used this nonce")
-
-        await self._run_write(body, durable=False)
+        use = NonceUse(device_key=device_key, nonce=nonce, expires_at=expires_at)
+        await self._run_write(partial(_insert_nonce, use=use), durable=False)
 
     async def consume_quota(
         self,
@@ -443,28 +454,15 @@ class SQLiteStorage:
         :raises ValueError: if ``amount`` is below 1.
         """
         _check_amount(amount)
-
-        def body(conn: sqlite3.Connection) -> None:
-            window_start, used = _quota_window(
-                conn, subject, action, now=now, window_seconds=window_seconds
-            )
-            _refuse_over_quota(
-                action,
-                window_start,
-                used,
-                now=now,
-                window_seconds=window_seconds,
-                limit=limit,
-                amount=amount,
-            )
-            conn.execute(
-                "INSERT INTO quotas (subject, action, window_start, used) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (subject, action)"
-                " DO UPDATE SET window_start = excluded.window_start, used = excluded.used",
-                (subject, action, window_start, used + amount),
-            )
-
-        await self._run_write(body, durable=False)
+        charge = QuotaCharge(
+            subject=subject,
+            action=action,
+            now=now,
+            window_seconds=window_seconds,
+            limit=limit,
+            amount=amount,
+        )
+        await self._run_write(partial(_charge_quota, charge=charge), durable=False)
 
     async def check_quota(
         self,
@@ -483,22 +481,15 @@ class SQLiteStorage:
         :raises ValueError: if ``amount`` is below 1.
         """
         _check_amount(amount)
-
-        def body(conn: sqlite3.Connection) -> None:
-            window_start, used = _quota_window(
-                conn, subject, action, now=now, window_seconds=window_seconds
-            )
-            _refuse_over_quota(
-                action,
-                window_start,
-                used,
-                now=now,
-                window_seconds=window_seconds,
-                limit=limit,
-                amount=amount,
-            )
-
-        await self._run_read(body)
+        charge = QuotaCharge(
+            subject=subject,
+            action=action,
+            now=now,
+            window_seconds=window_seconds,
+            limit=limit,
+            amount=amount,
+        )
+        await self._run_read(partial(_check_charge, charge=charge))
 
     async def purge_expired(self, now: int) -> int:
         """
@@ -716,58 +707,85 @@ class SQLiteStorage:
         """
         return await self._run_read(partial(_commit_of, group_id=group_id, epoch=epoch))
 
-    async def append_message(self, message: NewMessage) -> Appended:
+    async def append_message(
+        self,
+        message: NewMessage,
+        *,
+        nonce: NonceUse | None = None,
+        quota: QuotaCharge | None = None,
+    ) -> Appended:
         """
-        Append an application message or proposal exactly once, to the current epoch.
+        Record the nonce, then append an application message or proposal exactly once.
 
+        :raises ReplayedRequest: if the nonce was used before.
         :raises UnknownGroup: if there is no such group.
         :raises MessageIdReused: if the id was used for another group or kind.
         :raises NotAMember: if the sender is not a member.
         :raises StaleEpoch: if the epoch is not current.
-        :raises ValueError: for a commit.
+        :raises RateLimited: if the quota is used up.
+        :raises ValueError: for a commit, or a quota amount below 1.
         """
         if message.kind is MessageKind.COMMIT:
             raise ValueError("append commits with append_commit")
+        if quota is not None:
+            _check_amount(quota.amount)
 
         def body(conn: sqlite3.Connection) -> Appended:
-            group = _require_group(conn, message.group_id)
+            epoch = _group_epoch(conn, message.group_id)
             original = _original(conn, message.group_id, message.kind, message)
             if original is not None:
                 return Appended(entry=original, duplicate=True)
             _require_membership(conn, message.group_id, message.sender_device)
-            if message.epoch != group.epoch:
+            if message.epoch != epoch:
                 raise StaleEpoch(
-                    f"the message is for epoch {message.epoch}; the group is at {group.epoch}",
-                    epoch=group.epoch,
+                    f"the message is for epoch {message.epoch}; the group is at {epoch}",
+                    epoch=epoch,
                 )
+            if quota is not None:
+                _charge_quota(conn, quota)
             entry = _insert_entry(conn, message, message.kind)
             return Appended(entry=entry, duplicate=False)
 
-        return await self._run_write(body)
+        return await self._run_write_after_nonce(nonce, body)
 
-    async def append_commit(self, commit: NewCommit) -> Appended:
+    async def append_commit(
+        self,
+        commit: NewCommit,
+        *,
+        nonce: NonceUse | None = None,
+        quota: QuotaCharge | None = None,
+    ) -> Appended:
         """
-        Append a commit and move the group to the next epoch, in one transaction.
+        Record the nonce, then append a commit and move the group to the next epoch.
 
+        :raises ReplayedRequest: if the nonce was used before.
         :raises UnknownGroup: if there is no such group.
         :raises MessageIdReused: if the id was used for another group or kind.
         :raises NotAMember: if the sender is not a member.
         :raises CommitConflict: if another commit ended this epoch.
         :raises StaleEpoch: if the epoch is in the future.
+        :raises RateLimited: if the quota is used up.
+        :raises InviteNotFound: if the invite is not the group's.
+        :raises InviteExpired: if the invite has expired.
+        :raises InviteUsedUp: if the invite is used up.
         :raises UnknownMemberDevice: if a member or recipient is not registered.
+        :raises ValueError: if a device appears twice among the members, or for a quota
+            amount below 1.
         """
         target = {member.device_key: member.leaf_index for member in commit.members}
         if len(target) != len(commit.members):
             raise ValueError("a device appears twice among the members")
+        if quota is not None:
+            _check_amount(quota.amount)
 
         def body(conn: sqlite3.Connection) -> Appended:
-            group = _require_group(conn, commit.group_id)
+            epoch = _group_epoch(conn, commit.group_id)
             original = _original(conn, commit.group_id, MessageKind.COMMIT, commit)
             if original is not None:
                 return Appended(entry=original, duplicate=True)
             if commit.invite_key is None:
                 _require_membership(conn, commit.group_id, commit.sender_device)
-            if commit.epoch < group.epoch:
+            if commit.epoch < epoch:
                 winner = _commit_of(conn, group_id=commit.group_id, epoch=commit.epoch)
                 if winner is None:
                     # Every past epoch ended in a commit, but retention may have deleted
@@ -775,20 +793,22 @@ class SQLiteStorage:
                     # 410 log-pruned, then a resync) is all it can do.
                     raise StaleEpoch(
                         f"epoch {commit.epoch} has ended and its commit is no longer kept",
-                        epoch=group.epoch,
+                        epoch=epoch,
                     )
                 raise CommitConflict(
                     f"epoch {commit.epoch} was ended by the commit at seq {winner.seq}",
-                    epoch=group.epoch,
+                    epoch=epoch,
                     winner_seq=winner.seq,
                     winner_epoch=winner.epoch,
                     winner=winner.message,
                 )
-            if commit.epoch > group.epoch:
+            if commit.epoch > epoch:
                 raise StaleEpoch(
-                    f"the commit is for epoch {commit.epoch}; the group is at {group.epoch}",
-                    epoch=group.epoch,
+                    f"the commit is for epoch {commit.epoch}; the group is at {epoch}",
+                    epoch=epoch,
                 )
+            if quota is not None:
+                _charge_quota(conn, quota)
             if commit.invite_key is not None:
                 _use_invite(conn, commit.group_id, commit.invite_key, now=commit.received_at)
             entry = _insert_entry(conn, commit, MessageKind.COMMIT)
@@ -803,7 +823,7 @@ class SQLiteStorage:
                 _insert_welcome(conn, commit, commit_seq=entry.seq)
             return Appended(entry=entry, duplicate=False)
 
-        return await self._run_write(body)
+        return await self._run_write_after_nonce(nonce, body)
 
     # -- Invites ----------------------------------------------------------------------------
 
@@ -1263,6 +1283,70 @@ def _refuse_over_quota(
         )
 
 
+def _check_charge(conn: sqlite3.Connection, *, charge: QuotaCharge) -> tuple[int, int]:
+    # The current window's start and uses, refusing the charge if it does not fit.
+    window_start, used = _quota_window(
+        conn,
+        charge.subject,
+        charge.action,
+        now=charge.now,
+        window_seconds=charge.window_seconds,
+    )
+    _refuse_over_quota(
+        charge.action,
+        window_start,
+        used,
+        now=charge.now,
+        window_seconds=charge.window_seconds,
+        limit=charge.limit,
+        amount=charge.amount,
+    )
+    return window_start, used
+
+
+def _charge_quota(conn: sqlite3.Connection, charge: QuotaCharge) -> None:
+    window_start, used = _check_charge(conn, charge=charge)
+    conn.execute(
+        "INSERT INTO quotas (subject, action, window_start, used) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (subject, action)"
+        " DO UPDATE SET window_start = excluded.window_start, used = excluded.used",
+        (charge.subject, charge.action, window_start, used + charge.amount),
+    )
+
+
+def _insert_nonce(conn: sqlite3.Connection, use: NonceUse) -> None:
+    inserted = conn.execute(
+        "INSERT INTO request_nonces (device_key, nonce, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (device_key, nonce) DO NOTHING",
+        (use.device_key, use.nonce, use.expires_at),
+    ).rowcount
+    if inserted != 1:
+        raise ReplayedRequest("this device already used this nonce")
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    # A request refused after its nonce was recorded: what to raise once committed.
+    error: ServerError
+
+
+def _after_nonce(
+    conn: sqlite3.Connection, *, nonce: NonceUse, body: Callable[[sqlite3.Connection], _T]
+) -> _T | _Refusal:
+    # A used nonce raises, and the caller's transaction rolls back whole: a replay
+    # changes nothing. Past it, a refusal keeps the nonce and undoes everything else.
+    _insert_nonce(conn, nonce)
+    conn.execute("SAVEPOINT after_nonce")
+    try:
+        result = body(conn)
+    except ServerError as refused:
+        conn.execute("ROLLBACK TO after_nonce")
+        conn.execute("RELEASE after_nonce")
+        return _Refusal(refused)
+    conn.execute("RELEASE after_nonce")
+    return result
+
+
 def _pruned_seq(conn: sqlite3.Connection, group_id: bytes) -> int:
     (pruned_seq,) = conn.execute(
         "SELECT pruned_seq FROM groups WHERE group_id = ?", (group_id,)
@@ -1405,6 +1489,15 @@ def _require_group(conn: sqlite3.Connection, group_id: bytes) -> GroupRecord:
     if group is None:
         raise UnknownGroup("no group has this id")
     return group
+
+
+def _group_epoch(conn: sqlite3.Connection, group_id: bytes) -> int:
+    # Appends need the epoch alone: a big group's GroupInfo and tree are hundreds of
+    # kilobytes, not worth reading on every message.
+    row = conn.execute("SELECT epoch FROM groups WHERE group_id = ?", (group_id,)).fetchone()
+    if row is None:
+        raise UnknownGroup("no group has this id")
+    return int(row[0])
 
 
 def _membership(conn: sqlite3.Connection, group_id: bytes, device_key: bytes) -> Membership | None:
