@@ -31,11 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from townsquare.cli.demo_bots import VillageReady, run_county
 from townsquare.cli.demo_script import VILLAGES
-from townsquare.cli.serve import DEFAULT_HOST, relay_config, tune_garbage_collector
+from townsquare.cli.serve import (
+    DEFAULT_HOST,
+    RelayServer,
+    relay_config,
+    tune_garbage_collector,
+)
 from townsquare.cli.session import CommandError, encode_id, out, probe
 from townsquare.client.errors import ClientError
 from townsquare.server import Settings, create_app
@@ -169,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-class _Relay(uvicorn.Server):
+class _Relay(RelayServer):
     """
     A uvicorn server that leaves the signals to ``townsquare demo``.
 

@@ -13,6 +13,7 @@ import argparse
 import gc
 import logging
 import os
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,15 @@ from fastapi import FastAPI
 from townsquare.server import Settings, create_app
 from townsquare.server.config import Limits
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parser", "run"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "TCP_USER_TIMEOUT_SECONDS",
+    "RelayServer",
+    "add_parser",
+    "listening_socket",
+    "run",
+]
 
 #: Loopback by default: exposing a relay to a network is a deliberate choice.
 DEFAULT_HOST = "127.0.0.1"
@@ -31,6 +40,13 @@ DEFAULT_PORT = 8080
 _GRACEFUL_SHUTDOWN_SECONDS = 10
 # Seconds an idle keep-alive connection stays open.
 _KEEP_ALIVE_SECONDS = 30
+#: How long the kernel lets data sent on a connection go unacknowledged, or a peer's
+#: receive window stay shut, before it drops the connection (TCP_USER_TIMEOUT).
+TCP_USER_TIMEOUT_SECONDS = 60
+# uvicorn's exit status when it cannot start.
+_STARTUP_FAILURE = 3
+
+_log = logging.getLogger("townsquare.server")
 
 
 def _default_data_dir() -> Path:
@@ -96,6 +112,65 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def listening_socket(
+    host: str, port: int, *, user_timeout_seconds: float = TCP_USER_TIMEOUT_SECONDS
+) -> socket.socket:
+    """
+    Bind the relay's listening socket (as uvicorn would), its connections bounded in time.
+
+    Townsquare choice: TCP_USER_TIMEOUT, which accepted connections inherit. When
+    the relay drops a push connection that stopped reading (its sends waited past
+    ``Limits.websocket_send_timeout_seconds``), the server can only close it
+    gracefully: the socket stays open, with up to a few MiB of notices in the
+    kernel's buffers, until the device reads them or goes away, which a device that
+    never reads (a frozen app, or a hostile one) never does. With this option
+    Linux drops such a connection once its receive window has stayed shut, or data
+    has gone unacknowledged, for ``user_timeout_seconds``; a device on a bad
+    network that lost a minute reconnects and fetches from its cursor. Elsewhere
+    (no TCP_USER_TIMEOUT) the socket is bound without it.
+
+    :param host: the address to listen on (an IPv6 one if it contains ``:``).
+    :param port: the TCP port (0: any free one).
+    :param user_timeout_seconds: the bound, in seconds.
+    :returns: the bound socket, not yet listening (uvicorn listens on it).
+    :raises OSError: if the address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if user_timeout is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, user_timeout, int(user_timeout_seconds * 1000))
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class RelayServer(uvicorn.Server):
+    """
+    uvicorn's server on a socket of :func:`listening_socket`.
+    """
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """
+        Serve on ``sockets``, or on a listening socket bound to the configured address.
+        """
+        if sockets is None:
+            try:
+                sock = listening_socket(self.config.host, self.config.port)
+            except OSError as exc:
+                # As uvicorn does when it cannot bind.
+                _log.error("cannot listen on %s:%d: %s", self.config.host, self.config.port, exc)
+                raise SystemExit(_STARTUP_FAILURE) from exc
+            host, port = sock.getsockname()[:2]
+            _log.info("listening on http://%s:%d (Ctrl+C to stop)", host, port)
+            sockets = [sock]
+        await super().serve(sockets=sockets)
+
+
 def relay_config(
     app: FastAPI,
     *,
@@ -141,9 +216,7 @@ def run(args: argparse.Namespace) -> int:
     """
     data_dir: Path = args.data if args.data is not None else _default_data_dir()
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
-    logging.getLogger("townsquare.server").info(
-        "Townsquare relay on http://%s:%d, data in %s", args.host, args.port, data_dir.resolve()
-    )
+    _log.info("Townsquare relay, data in %s", data_dir.resolve())
     limits = Limits()
     if args.retention_days is not None:
         if args.retention_days <= 0:
@@ -155,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         limits = replace(limits, housekeeping_interval_seconds=args.housekeeping_seconds)
     tune_garbage_collector()
     app = create_app(Settings(data_dir=data_dir, limits=limits))
-    server = uvicorn.Server(
+    server = RelayServer(
         relay_config(app, host=args.host, port=args.port, log_level=args.log_level)
     )
     server.run()
