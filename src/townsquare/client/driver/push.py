@@ -7,6 +7,7 @@ The exchange (``docs/protocol.md``, WebSocket)::
     device ── {"type": "auth", "headers": {signature headers of GET /v1/ws, body = challenge}}
     relay  ── {"type": "ready", …}
     device ── {"type": "subscribe", "groups": [...]}        (≤ 256 per frame; again for new groups)
+    relay  ── {"type": "subscribed", "groups": [...], "refused": [{"group": …, "code": …}]}
     relay  ── {"type": "message" | "welcome" | "removed" | "lagged", …}   ─► Client.receive_push
 
 :class:`PushChannel` keeps one connection up: it reconnects after any
@@ -16,6 +17,14 @@ polls). Connecting, the challenge and ``ready`` each have a timeout; waiting
 for the next frame of an idle connection has none of its own, as idle is the
 normal state: the WebSocket keepalive (a ping every ``ping_interval``, which
 must be answered within ``ping_timeout``) ends a dead connection instead.
+
+A group the relay refuses to subscribe (``not-a-member``: the device asked
+to join and is not in yet, or its join's commit is still on its way) is
+asked for again every ``resubscribe_seconds`` while the core still wants it:
+the core fetches only while the channel is down, so without this a device
+that joined while connected would hear nothing of its new group until it
+reconnected. A group the device really left drops out of the core's
+subscriptions once it learns so, and is not asked for again.
 
 The socket is a seam (:class:`PushSocket`, :data:`PushConnector`): the
 default connector is the ``websockets`` library's client; tests pass an
@@ -89,6 +98,8 @@ class PushConfig:
     :param send_timeout_seconds: the most one frame may take to send.
     :param ping_interval_seconds: how often the keepalive pings.
     :param ping_timeout_seconds: how long a ping may wait for its pong.
+    :param resubscribe_seconds: how long to wait before asking again for a group the
+        relay refused to subscribe.
     :param backoff: waits between reconnections.
     """
 
@@ -97,6 +108,7 @@ class PushConfig:
     send_timeout_seconds: float = 15.0
     ping_interval_seconds: float = 25.0
     ping_timeout_seconds: float = 20.0
+    resubscribe_seconds: float = 5.0
     backoff: Backoff = field(
         default_factory=lambda: Backoff(initial_seconds=1.0, max_seconds=120.0)
     )
@@ -185,6 +197,8 @@ class PushChannel:
         self._connector = connector or websocket_connector(self._config)
         self._rng = rng
         self._subscribed: set[bytes] = set()
+        # Groups the relay refused, and when (loop time) to ask for each again.
+        self._refused: dict[bytes, float] = {}
         self._changed = asyncio.Event()
         self.connected = False
 
@@ -233,6 +247,7 @@ class PushChannel:
             if _frame_type(ready) != "ready":
                 raise _ChannelFailed(f"the relay answered auth with {_frame_type(ready)!r}")
             self._subscribed = set()
+            self._refused = {}
             await self._subscribe(socket)
             self.connected = True
             self._callbacks.connected()
@@ -244,23 +259,66 @@ class PushChannel:
         while True:
             # No timeout of our own: idle is normal; the keepalive ends dead connections.
             frame = await socket.recv()
-            if _frame_type(frame) == "error":
+            kind = _frame_type(frame)
+            if kind == "error":
                 raise _ChannelFailed("the relay sent an error frame")
+            if kind == "subscribed":
+                self._note_refusals(frame)
             self._callbacks.frame(frame)
 
+    def _note_refusals(self, frame: str | bytes) -> None:
+        retry_at = asyncio.get_running_loop().time() + self._config.resubscribe_seconds
+        for group_id in _refused_groups(frame):
+            self._subscribed.discard(group_id)
+            self._refused[group_id] = retry_at
+        if self._refused:
+            self._changed.set()  # _resubscribe then waits for the earliest retry
+
     async def _resubscribe(self, socket: PushSocket) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._changed.wait()
+            delay = None
+            if self._refused:
+                delay = max(0.0, min(self._refused.values()) - loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._changed.wait()
             self._changed.clear()
             await self._subscribe(socket)
 
     async def _subscribe(self, socket: PushSocket) -> None:
-        wanted = [g for g in self._callbacks.subscriptions() if g not in self._subscribed]
+        groups = self._callbacks.subscriptions()
+        now = asyncio.get_running_loop().time()
+        # A refused group the core no longer wants is forgotten; one it does is asked
+        # for again once its wait is over.
+        wanted_now = set(groups)
+        self._refused = {g: t for g, t in self._refused.items() if g in wanted_now}
+        wanted = [
+            g for g in groups if g not in self._subscribed and self._refused.get(g, now) <= now
+        ]
+        for group_id in wanted:
+            self._refused.pop(group_id, None)
         for start in range(0, len(wanted), _MAX_GROUPS_PER_FRAME):
             batch = wanted[start : start + _MAX_GROUPS_PER_FRAME]
             async with asyncio.timeout(self._config.send_timeout_seconds):
                 await socket.send(api.subscribe_frame(batch))
             self._subscribed.update(batch)
+
+
+def _refused_groups(frame: str | bytes) -> list[bytes]:
+    # The groups a ``subscribed`` frame refuses; anything malformed is skipped.
+    try:
+        value = json.loads(frame)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    refused = value.get("refused") if isinstance(value, dict) else None
+    groups: list[bytes] = []
+    for item in refused if isinstance(refused, list) else ():
+        text = item.get("group") if isinstance(item, dict) else None
+        if isinstance(text, str):
+            with contextlib.suppress(auth.AuthError):
+                groups.append(auth.decode_b64u(text))
+    return groups
 
 
 def _frame_type(frame: str | bytes) -> str | None:
