@@ -103,6 +103,7 @@ from townsquare.server.errors import (
     InviteNotFound,
     InviteSignatureInvalid,
     InviteUsedUp,
+    JoinRequestNotFound,
     MalformedMLS,
     MessageIdReused,
     MLSRejected,
@@ -731,6 +732,26 @@ class DeliveryService:
         """
         await self._require_admin(device, group_id)
         return await self._storage.join_requests(group_id)
+
+    async def join_request(self, device: Device, group_id: bytes, device_key: bytes) -> JoinRequest:
+        """
+        Read one waiting join request: the asking device its own, an admin any.
+
+        :returns: the request.
+        :raises UnknownGroup: if there is no such group.
+        :raises NotAnAdmin: if the group has admins and the device is neither one nor the
+            asking device.
+        :raises JoinRequestNotFound: if no request waits from that device.
+        """
+        if device.device_key != device_key:
+            await self._require_admin(device, group_id)
+        request = await self._storage.get_join_request(group_id, device_key)
+        if request is None:
+            raise JoinRequestNotFound(
+                "no request to join waits from this device: never made, withdrawn, denied,"
+                " or answered by adding it"
+            )
+        return request
 
     async def delete_join_request(self, device: Device, group_id: bytes, device_key: bytes) -> bool:
         """

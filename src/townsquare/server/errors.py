@@ -43,6 +43,7 @@ branch::
     │   ├── DeviceNotFound          404 device-not-found: a device named in the path
     │   ├── UnknownGroup            404 unknown-group
     │   ├── InviteNotFound          404 invite-not-found: none, or reset
+    │   ├── JoinRequestNotFound     404 join-request-not-found: none waits from this device
     │   └── AttachmentNotFound      404 attachment-not-found: no blob has this hash
     ├── MethodNotAllowed            405 method-not-allowed
     ├── Conflict                    409 conflict
@@ -132,6 +133,7 @@ __all__ = [
     "InviteNotFound",
     "InviteSignatureInvalid",
     "InviteUsedUp",
+    "JoinRequestNotFound",
     "JoinRequestsFull",
     "KeyPackageNotOwned",
     "KeyPackageStoreFull",
@@ -539,6 +541,16 @@ class InviteNotFound(NotFound):
 
     code = "invite-not-found"
     title = "No such invite"
+
+
+class JoinRequestNotFound(NotFound):
+    """
+    No request to join waits from this device: never made, withdrawn, denied, or answered
+    by adding the device.
+    """
+
+    code = "join-request-not-found"
+    title = "No such join request"
 
 
 class MethodNotAllowed(ServerError):

@@ -159,3 +159,69 @@ async def test_requests_are_bounded_per_group(relay_with, mls, new_identity, pro
         )
         problem(answer, 409, "join-requests-full")
         relay.assert_unchanged(before, nonce_used=True)
+
+
+async def read_request(relay, who, group_id: bytes, device_key: bytes):
+    return await relay.client.get(
+        f"/v1/groups/{b64u(group_id)}/join-requests/{b64u(device_key)}", auth=relay.signer(who)
+    )
+
+
+async def test_the_newcomer_reads_its_request_until_it_is_denied(relay, mls, new_identity, problem):
+    admin, group, keys = await approving_group(relay, mls, new_identity)
+    newcomer = await relay.register(new_identity())
+    body = request_body(mls, newcomer, group.group_id, keys)
+    assert (await ask(relay, newcomer, group.group_id, body)).status_code == 201
+    # Waiting: the newcomer sees its own request, as does the admin.
+    for who in (newcomer, admin):
+        answer = await read_request(relay, who, group.group_id, newcomer.device_key)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["device_key"] == b64u(newcomer.device_key)
+        assert answer.json()["key_package"] == body["key_package"]
+    # Denied: the admin deletes it, and the newcomer learns that it no longer waits.
+    denied = await relay.client.delete(
+        f"/v1/groups/{b64u(group.group_id)}/join-requests/{b64u(newcomer.device_key)}",
+        auth=relay.signer(admin),
+    )
+    assert denied.json() == {"deleted": True}
+    before = relay.snapshot()
+    gone = await read_request(relay, newcomer, group.group_id, newcomer.device_key)
+    problem(gone, 404, "join-request-not-found")
+    relay.assert_unchanged(before, nonce_used=True)
+    assert await relay.welcomes(newcomer) == []
+
+
+async def test_a_request_answered_by_adding_the_device_no_longer_waits(
+    relay, mls, new_identity, problem
+):
+    admin, group, keys = await approving_group(relay, mls, new_identity)
+    newcomer = await relay.register(new_identity())
+    body = request_body(mls, newcomer, group.group_id, keys)
+    assert (await ask(relay, newcomer, group.group_id, body)).status_code == 201
+    listed = await relay.client.get(
+        f"/v1/groups/{b64u(group.group_id)}/join-requests", auth=relay.signer(admin)
+    )
+    (request,) = listed.json()["requests"]
+    key_package = MLSMessage.decode(auth.decode_b64u(request["key_package"])).body
+    pending = group.commit(rng=mls.rng, proposals=[Add(key_package)])  # type: ignore[arg-type]
+    assert (await relay.post_commit(admin, pending)).status_code == 201
+    # Added, the request not yet deleted by the admin: it no longer waits, and the
+    # Welcome is there for the newcomer to fetch.
+    gone = await read_request(relay, newcomer, group.group_id, newcomer.device_key)
+    problem(gone, 404, "join-request-not-found")
+    (welcome,) = await relay.welcomes(newcomer)
+    assert auth.decode_b64u(welcome["group_id"]) == group.group_id
+
+
+async def test_others_cannot_read_a_request(relay, mls, new_identity, problem):
+    _admin, group, keys = await approving_group(relay, mls, new_identity)
+    newcomer = await relay.register(new_identity())
+    stranger = await relay.register(new_identity())
+    body = request_body(mls, newcomer, group.group_id, keys)
+    assert (await ask(relay, newcomer, group.group_id, body)).status_code == 201
+    before = relay.snapshot()
+    answer = await read_request(relay, stranger, group.group_id, newcomer.device_key)
+    problem(answer, 403, "not-a-member")
+    relay.assert_unchanged(before, nonce_used=True)
+    unknown = await read_request(relay, newcomer, secrets.token_bytes(16), newcomer.device_key)
+    problem(unknown, 404, "unknown-group")

@@ -43,6 +43,7 @@ OPERATIONS = {
     ("put", "/v1/groups/{group_id}/invite-settings"),
     ("post", "/v1/groups/{group_id}/join-requests"),
     ("get", "/v1/groups/{group_id}/join-requests"),
+    ("get", "/v1/groups/{group_id}/join-requests/{device_key}"),
     ("delete", "/v1/groups/{group_id}/join-requests/{device_key}"),
     ("get", "/v1/welcomes"),
     ("post", "/v1/attachments"),

@@ -1,5 +1,5 @@
 """
-The Storage contract, continued: retention, attachments and checked quotas.
+The Storage contract, continued: retention, attachments, checked quotas and join requests.
 
 The same pattern as ``test_storage_contract.py`` (every backend in BACKENDS,
 through the Protocol alone, opaque bytes for MLS messages); kept in its own
@@ -23,10 +23,12 @@ from townsquare.server.errors import (
     LogPruned,
     RateLimited,
     StaleEpoch,
+    UnknownGroup,
 )
 from townsquare.server.storage import (
     Device,
     GroupMember,
+    JoinRequest,
     MessageKind,
     NewCommit,
     NewGroup,
@@ -443,3 +445,44 @@ async def test_attachments_survive_close_and_reopen(backend, tmp_path):
         assert await reopened.get_attachment(stored.record.sha256, now=NOW) == stored.record
     finally:
         await reopened.close()
+
+
+# -- Join requests -------------------------------------------------------------------------
+
+
+def join_request(device: bytes, *, at: int = NOW) -> JoinRequest:
+    return JoinRequest(
+        group_id=GROUP,
+        device_key=device,
+        invite_key=b"I" * 32,
+        key_package=b"key-package-of-" + device[:4],
+        sealed_note=b"sealed-note",
+        created_at=at,
+    )
+
+
+async def test_a_waiting_join_request_is_read_back_until_it_is_deleted(storage):
+    admin, newcomer, other = await devices(storage, 3)
+    await group_of(storage, [admin])
+    assert await storage.get_join_request(GROUP, newcomer) is None
+    stored = await storage.put_join_request(join_request(newcomer), max_pending=10)
+    assert await storage.get_join_request(GROUP, newcomer) == stored
+    assert await storage.get_join_request(GROUP, other) is None
+    assert await storage.delete_join_request(GROUP, newcomer)
+    assert await storage.get_join_request(GROUP, newcomer) is None
+
+
+async def test_a_join_request_from_a_member_no_longer_waits(storage):
+    admin, newcomer = await devices(storage, 2)
+    await group_of(storage, [admin])
+    await storage.put_join_request(join_request(newcomer), max_pending=10)
+    await storage.append_commit(commit(admin, [admin, newcomer], epoch=0, welcome_for=(newcomer,)))
+    # Added before the admin deleted the request: it is not waiting any more.
+    assert await storage.get_join_request(GROUP, newcomer) is None
+    assert await storage.join_requests(GROUP) == ()
+
+
+async def test_reading_a_join_request_of_an_unknown_group_is_refused(storage):
+    (device,) = await devices(storage, 1)
+    with pytest.raises(UnknownGroup):
+        await storage.get_join_request(GROUP, device)

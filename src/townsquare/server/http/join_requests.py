@@ -4,7 +4,8 @@ Join requests: a newcomer asks to join a group that requires an admin's approval
 The newcomer holds an invite link: it signs its KeyPackage and a note sealed
 under the link's key (its name; the relay cannot read it) with the invite key.
 An admin's device lists the requests, adds the device by an ordinary commit
-with its KeyPackage, and deletes the request (or deletes it to deny). See
+with its KeyPackage, and deletes the request (or deletes it to deny). The
+newcomer reads its own request to learn that it no longer waits. See
 ``docs/protocol.md`` (Approval) and :mod:`townsquare.server.delivery`.
 """
 
@@ -26,6 +27,7 @@ from townsquare.server.errors import (
     InviteNotFound,
     InviteSignatureInvalid,
     InviteUsedUp,
+    JoinRequestNotFound,
     JoinRequestsFull,
     KeyPackageNotOwned,
     NotAMember,
@@ -197,6 +199,39 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
     ) -> JoinRequestsBody:
         requests = await delivery.join_requests(device, group_id_from_path(group_id))
         return JoinRequestsBody(requests=[JoinRequestBody.of(r) for r in requests])
+
+    @routes.get(
+        "/v1/groups/{group_id}/join-requests/{device_key}",
+        response_model=JoinRequestBody,
+        summary="Read one waiting join request (the asking device, to learn whether it waits)",
+        description=(
+            "For the asking device itself and for admin devices. 404"
+            " `join-request-not-found` once no request waits: never made, withdrawn, denied,"
+            " or answered by adding the device, whose Welcome is then waiting already"
+            " (`GET /v1/welcomes`)."
+        ),
+        responses=documented_errors(
+            InvalidRequest,
+            SIGNED_ERRORS,
+            NotAMember,
+            NotAnAdmin,
+            UnknownGroup,
+            JoinRequestNotFound,
+            BodyTooLarge,
+            Unavailable,
+        ),
+        openapi_extra=SIGNED_OPENAPI,
+        operation_id="get_join_request",
+    )
+    async def get_join_request(
+        group_id: GroupIdPath,
+        device_key: DeviceKeyPath,
+        device: Device = Depends(signatures.device),
+    ) -> JoinRequestBody:
+        request = await delivery.join_request(
+            device, group_id_from_path(group_id), key_from_path(device_key)
+        )
+        return JoinRequestBody.of(request)
 
     @routes.delete(
         "/v1/groups/{group_id}/join-requests/{device_key}",

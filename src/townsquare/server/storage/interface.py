@@ -857,6 +857,14 @@ class Storage(Protocol):
         """
         ...
 
+    async def get_join_request(self, group_id: bytes, device_key: bytes) -> JoinRequest | None:
+        """
+        :returns: the device's join request for the group, if one waits (``None`` as well
+            when the device is a member, as :meth:`join_requests` leaves those out).
+        :raises UnknownGroup: if there is no such group.
+        """
+        ...
+
     async def delete_join_request(self, group_id: bytes, device_key: bytes) -> bool:
         """
         :returns: whether there was such a request (now deleted).

@@ -977,24 +977,26 @@ class SQLiteStorage:
         def body(conn: sqlite3.Connection) -> tuple[JoinRequest, ...]:
             _require_group(conn, group_id)
             rows = conn.execute(
-                "SELECT r.device_key, r.invite_key, r.key_package, r.sealed_note, r.created_at"
-                " FROM join_requests r WHERE r.group_id = ? AND NOT EXISTS ("
-                "   SELECT 1 FROM group_devices m"
-                "   WHERE m.group_id = r.group_id AND m.device_key = r.device_key)"
-                " ORDER BY r.created_at, r.device_key",
+                f"{_WAITING_JOIN_REQUESTS} ORDER BY r.created_at, r.device_key",
                 (group_id,),
             ).fetchall()
-            return tuple(
-                JoinRequest(
-                    group_id=group_id,
-                    device_key=bytes(row[0]),
-                    invite_key=bytes(row[1]),
-                    key_package=bytes(row[2]),
-                    sealed_note=bytes(row[3]),
-                    created_at=int(row[4]),
-                )
-                for row in rows
-            )
+            return tuple(_join_request(group_id, row) for row in rows)
+
+        return await self._run_read(body)
+
+    async def get_join_request(self, group_id: bytes, device_key: bytes) -> JoinRequest | None:
+        """
+        :returns: the device's join request for the group, if one waits.
+        :raises UnknownGroup: if there is no such group.
+        """
+
+        def body(conn: sqlite3.Connection) -> JoinRequest | None:
+            _require_group(conn, group_id)
+            row = conn.execute(
+                f"{_WAITING_JOIN_REQUESTS} AND r.device_key = ?",
+                (group_id, device_key),
+            ).fetchone()
+            return None if row is None else _join_request(group_id, row)
 
         return await self._run_read(body)
 
@@ -1241,6 +1243,27 @@ class SQLiteStorage:
 
 # Quota rows idle this long are deleted: longer than any quota window.
 _QUOTA_RETENTION_SECONDS = 86_400
+
+
+# A group's join requests from devices that are not (yet) members: the group id is the
+# first parameter.
+_WAITING_JOIN_REQUESTS = (
+    "SELECT r.device_key, r.invite_key, r.key_package, r.sealed_note, r.created_at"
+    " FROM join_requests r WHERE r.group_id = ? AND NOT EXISTS ("
+    "   SELECT 1 FROM group_devices m"
+    "   WHERE m.group_id = r.group_id AND m.device_key = r.device_key)"
+)
+
+
+def _join_request(group_id: bytes, row: tuple[bytes, bytes, bytes, bytes, int]) -> JoinRequest:
+    return JoinRequest(
+        group_id=group_id,
+        device_key=bytes(row[0]),
+        invite_key=bytes(row[1]),
+        key_package=bytes(row[2]),
+        sealed_note=bytes(row[3]),
+        created_at=int(row[4]),
+    )
 
 
 def _check_amount(amount: int) -> None:
