@@ -253,12 +253,15 @@ def test_send_while_the_relay_is_down_queues(own_relay_process: Any, tmp_path: P
 
 
 def test_a_group_that_requires_approval(relay_process: Any, tmp_path: Path) -> None:
-    """Newcomers with the link ask; the admin sees their names, approves one, denies one."""
+    """Newcomers with the link ask; the admin sees their names, approves one, denies one (told)."""
     wang, li, spam = profiles(tmp_path, relay_process.url, "王阿姨", "李叔", "Spammer")
     group = wang.json("group", "create", "村委会 Committee", "--approval")["group_id"]
     link = wang.json("invite", group)["link"]
     for profile in (li, spam):
         assert profile.json("join", link) == {"group_id": group, "state": "requested"}
+    # While it waits, a sync says so (it read its request from the relay: still there).
+    waiting = spam.json("sync")
+    assert (waiting["not_approved"], waiting["pending"]) == ([], [group])
     asked = {r["name"]: r["id"] for r in wang.json("requests", group)}
     assert set(asked) == {"李叔", "Spammer"}
     wang.run("deny", group, asked["Spammer"])
@@ -278,7 +281,11 @@ def test_a_group_that_requires_approval(relay_process: Any, tmp_path: Path) -> N
         "李叔": True,
     }
     assert li.json("requests", group) == []
-    spam.run("sync")
+    # The denied newcomer learns it at its next sync, once, and no longer waits.
+    denied = spam.json("sync")
+    assert (denied["not_approved"], denied["pending"], denied["joined"]) == ([group], [], [])
+    assert "not approved" not in spam.run("sync").stdout
+    assert spam.json("sync")["pending"] == []
     assert spam.json("groups") == []
     # The admin revokes the link: it no longer works for anyone.
     assert wang.json("invite", group, "--reset") == {"revoked": 1}

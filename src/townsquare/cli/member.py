@@ -365,6 +365,9 @@ async def _join(args: argparse.Namespace) -> int:
         await s.sync()
         s.drain()
         refused = [e for e in s.events if isinstance(e, JoinFailed) and e.group_id == group_id]
+        if refused and refused[-1].code == JoinFailed.NOT_APPROVED:
+            # `join` again while a request waited, and the admins had declined it meanwhile.
+            raise CommandError("your request to join the group was not approved")
         if refused:
             raise CommandError(f"the invite was refused: {refused[-1].code}")
         joined = group_id not in s.client.joining()
@@ -512,6 +515,12 @@ async def _sync(args: argparse.Namespace) -> int:
         received = sum(isinstance(e, MessageReceived) for e in s.events)
         joined = [encode_id(e.group_id) for e in s.events if isinstance(e, GroupJoined)]
         removed = [e for e in s.events if isinstance(e, RemovedFromGroup)]
+        not_approved = [
+            encode_id(e.group_id)
+            for e in s.events
+            if isinstance(e, JoinFailed) and e.code == JoinFailed.NOT_APPROVED
+        ]
+        pending = [encode_id(g) for g in s.client.joining() if s.client.join_requested(g)]
         queued = sum(s.client.group(g).outbox for g in s.client.group_ids())
         failures = s.failures()
     for line in failures:
@@ -523,6 +532,8 @@ async def _sync(args: argparse.Namespace) -> int:
                 "received": received,
                 "joined": joined,
                 "removed": [encode_id(e.group_id) for e in removed],
+                "not_approved": not_approved,
+                "pending": pending,
                 "queued": queued,
             }
         )
@@ -532,6 +543,10 @@ async def _sync(args: argparse.Namespace) -> int:
         for event in removed:
             verb = "Left" if event.left else "Removed from"
             out(f"{verb} group {encode_id(event.group_id)}.")
+        for group_id in not_approved:
+            out(f"Your request to join group {group_id} was not approved.")
+        for group_id in pending:
+            out(f"Waiting for an admin to approve your request to join group {group_id}.")
         if done:
             out(f"Synced: {received} new message(s).")
         elif queued:

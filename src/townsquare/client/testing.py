@@ -16,6 +16,13 @@ that the client depends on, sans-I/O (as trio ships ``trio.testing``):
 - Welcomes kept for the devices a commit added until their cursor passes it;
 - a member is served the log after the commit that added it, and nothing
   once a commit removed it (``not-a-member``), as the real relay does;
+- invites (publish, reseal, read, reset), without expiry: the fake has no
+  clock (an external commit by invite is not accepted: only a member's resync);
+- join requests to groups whose policy requires approval: kept per device
+  (a second replaces the first), listed for members (the fake does not tell
+  admins from members), read by the asking device or a member (404
+  ``join-request-not-found`` once none waits, or the device is a member by
+  now), deleted by either;
 - push frames queued per device (:meth:`FakeRelay.take_notices`).
 
 :class:`Network` wires clients to a relay and steps them with a
@@ -32,6 +39,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 from townsquare import auth
+from townsquare.auth import group_policy as rules
+from townsquare.auth import invites as invite_keys
 from townsquare.client.core.client import Client
 from townsquare.client.core.device import check_device_credential
 from townsquare.client.core.relay_api import PROBLEM_JSON, Request, Response
@@ -96,6 +105,10 @@ class RelayGroup:
     joined: dict[bytes, int] = field(default_factory=dict)
     cursors: dict[bytes, int] = field(default_factory=dict)
     group_info: bytes = b""
+    #: Invites by invite key: their JSON form (``sealed_group_info`` resealed by members).
+    invites: dict[bytes, _JSONObject] = field(default_factory=dict)
+    #: Join requests waiting, by the asking device's key, in their JSON form.
+    join_requests: dict[bytes, _JSONObject] = field(default_factory=dict)
 
     def entries(self) -> list[tuple[int, bytes]]:
         """
@@ -202,6 +215,46 @@ class FakeRelay:
                 }
             case ("GET", ["v1", "welcomes"]):
                 return 200, {"welcomes": list(self.welcomes.get(device_key, []))}
+            case ("POST", ["v1", "groups", group, "invites"]):
+                return self._create_invite(device_key, _unb64(group), body)
+            case ("DELETE", ["v1", "groups", group, "invites"]):
+                relay_group = self._member(device_key, _unb64(group))
+                revoked = len(relay_group.invites)
+                relay_group.invites.clear()
+                return 200, {"revoked": revoked}
+            case ("PUT", ["v1", "groups", group, "invites", invite]):
+                relay_group = self._member(device_key, _unb64(group))
+                invite_json = self._invite(relay_group, _unb64(invite))
+                invite_json["sealed_group_info"] = _b64(_unb64(body.get("sealed_group_info")))
+                return 200, dict(invite_json)
+            case ("GET", ["v1", "groups", group, "invites", invite]):
+                relay_group = self._group(_unb64(group))
+                invite_json = self._invite(relay_group, _unb64(invite))
+                return 200, {
+                    **invite_json,
+                    "epoch": relay_group.public.epoch,
+                    "ratchet_tree": _b64(relay_group.public.ratchet_tree()),
+                }
+            case ("POST", ["v1", "groups", group, "join-requests"]):
+                return self._request_to_join(device_key, _unb64(group), body)
+            case ("GET", ["v1", "groups", group, "join-requests"]):
+                relay_group = self._member(device_key, _unb64(group))
+                waiting = [
+                    r
+                    for key, r in relay_group.join_requests.items()
+                    if key not in relay_group.joined
+                ]
+                return 200, {"requests": waiting}
+            case ("GET", ["v1", "groups", group, "join-requests", asking]):
+                relay_group = self._join_request_reader(device_key, _unb64(group), _unb64(asking))
+                request = relay_group.join_requests.get(_unb64(asking))
+                if request is None or _unb64(asking) in relay_group.joined:
+                    raise _Problem(404, "join-request-not-found")
+                return 200, dict(request)
+            case ("DELETE", ["v1", "groups", group, "join-requests", asking]):
+                relay_group = self._join_request_reader(device_key, _unb64(group), _unb64(asking))
+                deleted = relay_group.join_requests.pop(_unb64(asking), None) is not None
+                return 200, {"deleted": deleted}
         raise _Problem(404, "not-found")
 
     # -- Accounts and KeyPackages -------------------------------------------------------------
@@ -328,6 +381,79 @@ class FakeRelay:
         if device_key not in group.joined:
             raise _Problem(403, "not-a-member")
         return group
+
+    # -- Invites and join requests ---------------------------------------------------------
+
+    def _create_invite(
+        self, device_key: bytes, group_id: bytes, body: _JSONObject
+    ) -> tuple[int, _JSONObject]:
+        group = self._member(device_key, group_id)
+        invite_key = _unb64(body.get("invite_key"))
+        if invite_key in group.invites:
+            raise _Problem(409, "invite-exists")
+        expires_at, max_uses = body.get("expires_at"), body.get("max_uses")
+        if not isinstance(expires_at, int) or not isinstance(max_uses, int):
+            raise _Problem(400, "invalid-request")
+        invite: _JSONObject = {
+            "group_id": _b64(group_id),
+            "invite_key": _b64(invite_key),
+            "sealed_group_info": _b64(_unb64(body.get("sealed_group_info"))),
+            "expires_at": expires_at,
+            "max_uses": max_uses,
+            "uses": 0,
+            "created_at": 0,
+            "updated_at": 0,
+        }
+        group.invites[invite_key] = invite
+        return 201, dict(invite)
+
+    @staticmethod
+    def _invite(group: RelayGroup, invite_key: bytes) -> _JSONObject:
+        invite = group.invites.get(invite_key)
+        if invite is None:
+            raise _Problem(404, "invite-not-found")
+        return invite
+
+    def _request_to_join(
+        self, device_key: bytes, group_id: bytes, body: _JSONObject
+    ) -> tuple[int, _JSONObject]:
+        group = self._group(group_id)
+        invite_key = _unb64(body.get("invite_key"))
+        self._invite(group, invite_key)
+        key_package = _unb64(body.get("key_package"))
+        sealed_note = _unb64(body.get("sealed_note"))
+        try:
+            invite_keys.verify_join_request(
+                invite_key, group_id, key_package, sealed_note, _unb64(body.get("invite_signature"))
+            )
+        except auth.AuthError as exc:
+            raise _Problem(403, "invite-signature-invalid") from exc
+        self._check_key_package(device_key, key_package)
+        policy = rules.group_policy(group.public.context.extensions)
+        if policy is None or not policy.approval_required:
+            raise _Problem(409, "approval-not-required")
+        if device_key in group.joined:
+            raise _Problem(400, "invalid-request")
+        request: _JSONObject = {
+            "group_id": _b64(group_id),
+            "device_key": _b64(device_key),
+            "invite_key": _b64(invite_key),
+            "key_package": _b64(key_package),
+            "sealed_note": _b64(sealed_note),
+            "created_at": 0,
+        }
+        # A second request from the device replaces its first (at the end of the line).
+        group.join_requests.pop(device_key, None)
+        group.join_requests[device_key] = request
+        return 201, dict(request)
+
+    def _join_request_reader(self, device_key: bytes, group_id: bytes, asking: bytes) -> RelayGroup:
+        """
+        The group, if ``device_key`` may read or delete ``asking``'s request (itself, or a member).
+        """
+        if device_key == asking:
+            return self._group(group_id)
+        return self._member(device_key, group_id)
 
     def _post(
         self, device_key: bytes, group_id: bytes, body: _JSONObject

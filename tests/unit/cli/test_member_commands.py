@@ -207,3 +207,51 @@ def test_ids_and_texts_that_start_with_a_dash(make: Any) -> None:
     assert [m["text"] for m in wang.json("messages", group)] == ["-5 degrees", "--json"]
     assert wang.json("groups")[0]["title"] == "-title-"
     wang.run("sync", "--timeout", "5")
+
+
+def test_a_denied_newcomer_is_told_on_its_next_sync(make: Any) -> None:
+    wang, li, spam = make("王阿姨"), make("李叔"), make("Spammer")
+    group = wang.json("group", "create", "村委会", "--approval")["group_id"]
+    link = wang.json("invite", group)["link"]
+    for cli in (li, spam):
+        assert cli.json("join", link) == {"group_id": group, "state": "requested"}
+    waiting = spam.json("sync")
+    assert (waiting["not_approved"], waiting["pending"]) == ([], [group])
+    out, _ = spam.run("sync")
+    assert f"Waiting for an admin to approve your request to join group {group}." in out
+    asked = {r["name"]: r["id"] for r in wang.json("requests", group)}
+    wang.run("deny", group, asked["Spammer"])
+    assert wang.json("approve", group, asked["李叔"])["state"] == "added"
+
+    denied = spam.json("sync")
+    assert (denied["not_approved"], denied["pending"], denied["joined"]) == ([group], [], [])
+    out, _ = spam.run("sync")
+    assert "not approved" not in out  # told once: the join record is gone
+    assert "Waiting" not in out
+    assert spam.json("groups") == []
+
+    approved = li.json("sync")
+    assert (approved["joined"], approved["not_approved"], approved["pending"]) == ([group], [], [])
+
+
+def test_sync_says_so_in_words_when_a_request_was_not_approved(make: Any) -> None:
+    wang, spam = make("wang"), make("spam")
+    group = wang.json("group", "create", "t", "--approval")["group_id"]
+    spam.json("join", wang.json("invite", group)["link"])
+    wang.run("deny", group, spam.json("whoami")["device_key"])
+    out, err = spam.run("sync")
+    assert f"Your request to join group {group} was not approved." in out
+    assert err == ""
+
+
+def test_join_again_after_a_denial_says_it_was_not_approved(make: Any) -> None:
+    wang, spam = make("wang"), make("spam")
+    group = wang.json("group", "create", "t", "--approval")["group_id"]
+    link = wang.json("invite", group)["link"]
+    spam.json("join", link)
+    wang.run("deny", group, spam.json("whoami")["device_key"])
+    _, err = spam.run("join", link, status=1)
+    assert err == "townsquare: error: your request to join the group was not approved\n"
+    # Asking again is a new request, which waits like the first.
+    assert spam.json("join", link) == {"group_id": group, "state": "requested"}
+    assert spam.json("sync")["pending"] == [group]

@@ -38,6 +38,18 @@ only once their batch is stored::
                 proposal ──► held;  commit ──► merge (ours: our pending commit)
               ──► batch{group state, messages, cursor}
     a batch fails ──► the group is reloaded from the store; StoreFailed is raised
+
+A join request (a group that requires approval) waits for an admin; the core
+reads it at every catch-up (:meth:`Client.sync`) and every
+``join_request_check_seconds`` while it waits. The approver stores the
+Welcome before it deletes the request, so a request found gone means a
+Welcome waits, or none ever will::
+
+    waiting ──► GET …/join-requests/{our key} ──► 200 ──► waiting (check again later)
+                                              ├─► 404 ──► gone ──► GET /v1/welcomes (started after)
+                                              │            ├─► a Welcome joins us ──► record dropped
+                                              │            └─► none ──► record dropped, JoinFailed
+                                              └─► network, 5xx ──► backoff, ask again
 """
 
 from __future__ import annotations
@@ -188,6 +200,8 @@ class ClientConfig:
     :param max_past_epochs: past epochs whose keys are kept for late messages.
     :param invite_lifetime_seconds: how long a new invite link works.
     :param invite_max_uses: how many devices may join by one invite link.
+    :param join_request_check_seconds: how often to ask whether our join request still
+        waits for an admin (besides at every :meth:`Client.sync`).
     """
 
     cipher_suite: int = 1
@@ -202,6 +216,7 @@ class ClientConfig:
     max_past_epochs: int = 2
     invite_lifetime_seconds: int = 30 * 86_400
     invite_max_uses: int = 1_000
+    join_request_check_seconds: float = 60.0
 
     def group_config(self) -> GroupConfig:
         """
@@ -235,7 +250,9 @@ class _Upload:
 
 @dataclass(frozen=True, slots=True)
 class _Welcomes:
-    pass
+    #: The groups whose join request was found gone before this fetch started: its
+    #: answer settles them (joined by a Welcome, or not approved).
+    settles: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +307,11 @@ class _JoinRequestPost:
     group_id: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _JoinRequestCheck:
+    group_id: bytes
+
+
 _Purpose = (
     _Register
     | _Count
@@ -303,7 +325,11 @@ _Purpose = (
     | _ExternalInfo
     | _ExternalPost
     | _JoinRequestPost
+    | _JoinRequestCheck
 )
+
+#: Problem codes of ``GET …/join-requests/{device_key}`` meaning no request of ours waits.
+_REQUEST_GONE_CODES = frozenset({"join-request-not-found", "unknown-group"})
 
 #: Problem codes that end a join by link for good.
 _JOIN_REFUSALS = frozenset(
@@ -352,9 +378,23 @@ class _External:
     A join reads the invite's sealed GroupInfo (``secret`` set); a resync, or a
     join whose commit the relay stored before a crash (so that the device is
     a member already), reads the group's current GroupInfo as a member.
+
+    Once ``requested``, ``slot`` is the check of our join request (see the module
+    docstring): wanted at each catch-up and at ``check_at``; ``request_gone`` once the
+    relay said it no longer waits, until a Welcome fetch started after that settles it.
+    Neither is stored: after a restart the request is checked again.
     """
 
-    __slots__ = ("built", "by_invite", "group_id", "requested", "secret", "slot")
+    __slots__ = (
+        "built",
+        "by_invite",
+        "check_at",
+        "group_id",
+        "request_gone",
+        "requested",
+        "secret",
+        "slot",
+    )
 
     def __init__(self, group_id: bytes, secret: bytes | None, *, requested: bool = False) -> None:
         self.group_id = group_id
@@ -364,6 +404,9 @@ class _External:
         self.requested = requested
         self.slot = Slot(wanted=not requested)
         self.built: _BuiltExternal | _BuiltRequest | None = None
+        # When to check the waiting request next (None: at the next catch-up).
+        self.check_at: float | None = None
+        self.request_gone = False
 
 
 class _Outcome(enum.Enum):
@@ -1302,7 +1345,11 @@ class Client:
         the invite's sealed GroupInfo is read and opened, an external commit
         (RFC 9420 §12.4.3.2) signed with the invite key is posted, and once the
         relay accepts it a :class:`GroupJoined` event follows (or
-        :class:`JoinFailed` if the invite is reset, expired or used up).
+        :class:`JoinFailed` if the invite is reset, expired or used up). Where
+        the group requires approval, a join request is posted instead
+        (:class:`JoinRequested`), and checked while it waits: an admin's Welcome
+        joins us, or ``JoinFailed(group_id, "not-approved")`` follows once the
+        request is gone without one.
 
         :raises NotInitialized: before :meth:`initialize`.
         :raises UsageError: if this device is already a member of the group.
@@ -1349,6 +1396,9 @@ class Client:
         self._count.wanted = self._device is not None
         self._upload.wanted = bool(self._unuploaded)
         self._welcomes.wanted = self._device is not None
+        for external in self._external.values():
+            if external.requested and not external.request_gone:
+                self._check_request(external, now)
         for state in self._groups.values():
             if state.status.closed or state.needs_resync:
                 continue
@@ -1356,6 +1406,17 @@ class Client:
                 state.fetch.wanted = True
             for slot in (state.fetch, state.send, state.cursor_ack):
                 slot.not_before = min(slot.not_before, now)
+
+    @staticmethod
+    def _check_request(external: _External, now: float) -> None:
+        """
+        Ask soon whether our join request still waits (unless that is being asked now).
+        """
+        external.check_at = None
+        slot = external.slot
+        if slot.in_flight is None:
+            slot.wanted = True
+            slot.not_before = min(slot.not_before, now)
 
     # -- Transitions ------------------------------------------------------------------------
 
@@ -1436,7 +1497,8 @@ class Client:
         if self._count.due(now) and self._upload.in_flight is None and not self._unuploaded:
             return api.key_package_count(self._request(_Count(), self._count))
         if self._welcomes.due(now):
-            return api.fetch_welcomes(self._request(_Welcomes(), self._welcomes))
+            settles = tuple(g for g, e in self._external.items() if e.request_gone)
+            return api.fetch_welcomes(self._request(_Welcomes(settles), self._welcomes))
         for external in list(self._external.values()):
             request = self._external_request(external, now)
             if request is not None:
@@ -1531,6 +1593,12 @@ class Client:
         if not external.slot.due(now):
             return None
         group_id = external.group_id
+        if external.requested:
+            if external.request_gone:  # pragma: no cover - the slot is not wanted then
+                return None
+            device, _ = self._require_device()
+            rid = self._request(_JoinRequestCheck(group_id), external.slot)
+            return api.get_join_request(rid, group_id, device.device_key)
         built = external.built
         if isinstance(built, _BuiltRequest):
             rid = self._request(_JoinRequestPost(group_id), external.slot)
@@ -1731,11 +1799,9 @@ class Client:
             self._count.wanted and self._count.in_flight is None and self._upload.in_flight is None
         ):
             times.append(self._count.not_before)
-        slots: list[Slot] = [
-            self._welcomes,
-            *(e.slot for e in self._external.values() if not e.requested),
-        ]
+        slots: list[Slot] = [self._welcomes, *(e.slot for e in self._external.values())]
         times.extend(s.not_before for s in slots if s.wanted and s.in_flight is None)
+        times.extend(e.check_at for e in self._external.values() if e.check_at is not None)
         for state in self._groups.values():
             if state.status.closed or state.needs_resync:
                 continue
@@ -1757,11 +1823,15 @@ class Client:
 
     def handle_timer(self, now: float) -> None:
         """
-        Let time pass: while the push channel is down, poll every group now and then.
+        Let time pass: while the push channel is down, poll every group now and then; while
+        a join request waits, ask whether it still does every ``join_request_check_seconds``.
         """
         if self._poll_at is not None and now >= self._poll_at:
             self.sync(now)
             self._poll_at = now + self._config.poll_interval_seconds
+        for external in self._external.values():
+            if external.check_at is not None and now >= external.check_at:
+                self._check_request(external, now)
 
     def has_work(self) -> bool:
         """
@@ -1773,7 +1843,7 @@ class Client:
         slots = [self._register, self._count, self._upload, self._welcomes]
         if any(s.wanted for s in slots) or (self._registered and self._unuploaded):
             return True
-        if any(not e.requested for e in self._external.values()):
+        if any(not e.requested or e.slot.wanted or e.request_gone for e in self._external.values()):
             return True
         for state in self._groups.values():
             if state.status.closed or state.needs_resync:
@@ -1897,7 +1967,12 @@ class Client:
                 return self._upload
             case _Welcomes():
                 return self._welcomes
-            case _ExternalInfo(group_id) | _ExternalPost(group_id) | _JoinRequestPost(group_id):
+            case (
+                _ExternalInfo(group_id)
+                | _ExternalPost(group_id)
+                | _JoinRequestPost(group_id)
+                | _JoinRequestCheck(group_id)
+            ):
                 external = self._external.get(group_id)
                 return None if external is None else external.slot
             case _InviteSync(group_id):
@@ -1954,7 +2029,7 @@ class Client:
             case _Count():
                 self._on_count(answer)
             case _Welcomes():
-                self._on_welcomes(answer)
+                self._on_welcomes(answer, purpose)
             case _Claim():
                 self._on_claim(answer, purpose)
             case _Send():
@@ -1971,6 +2046,8 @@ class Client:
                 self._on_external_post(answer, purpose)
             case _JoinRequestPost():
                 self._on_join_request_post(answer, purpose)
+            case _JoinRequestCheck():
+                self._on_join_request_check(answer, purpose)
 
     def _refused(self, slot: Slot, problem: api.Problem | None, path: str, now: float) -> None:
         # Retrying the same request will not help soon; try again much later,
@@ -2408,6 +2485,7 @@ class Client:
             record = JoinRecord(secret=external.secret, created_at=int(now), requested=1)
             self._store.device_records().apply({join_record_key(p.group_id): record.encode()}, ())
             external.requested = True
+            external.check_at = now + self._config.join_request_check_seconds
             self._events.append(JoinRequested(p.group_id))
             return
         if code == "approval-not-required":
@@ -2420,6 +2498,49 @@ class Client:
             self._join_failed(external, code)
             return
         self._refused(slot, problem, "join-requests", now)
+
+    def _on_join_request_check(self, a: _Answer, p: _JoinRequestCheck) -> None:
+        slot, outcome, problem, response, now = a.slot, a.outcome, a.problem, a.response, a.now
+        external = self._external.get(p.group_id)
+        if external is None or not external.requested:  # pragma: no cover - slot_of checked
+            slot.done()
+            return
+        if outcome == _Outcome.OK:
+            request = api.parse_join_request(response)
+            if request.device_key != self._require_device()[0].device_key:
+                raise ProtocolError("the relay answered with another device's join request")
+            slot.done()
+            external.check_at = now + self._config.join_request_check_seconds
+            return
+        if problem is not None and problem.status == 404 and problem.code in _REQUEST_GONE_CODES:
+            # Townsquare choice: the approver stores the commit and our Welcome before it
+            # deletes the request, so a Welcome fetch that starts from now on has ours if
+            # we were approved. Until one completes, the join record stays (a restart
+            # checks again); then it goes, with JoinFailed if no Welcome joined us.
+            slot.done()
+            external.request_gone = True
+            self._welcomes.wanted = True
+            self._welcomes.not_before = min(self._welcomes.not_before, now)
+            return
+        self._refused(slot, problem, "join-requests", now)
+
+    def _settle_requests(self, group_ids: Iterable[bytes]) -> None:
+        """
+        A Welcome fetch that started after these join requests were found gone has been
+        processed: each group is joined now, or the request was not approved.
+
+        The join record goes as every join record does (:meth:`_end_external`), and the
+        event only after it: if the process dies or the store fails first, the record is
+        still on disk, and the request is checked again after the restart.
+        """
+        for group_id in group_ids:
+            external = self._external.get(group_id)
+            if external is None or not external.request_gone:
+                continue
+            if self._open_group(group_id) is not None:
+                self._end_external(external)  # joined; only the record was left
+            else:
+                self._join_failed(external, JoinFailed.NOT_APPROVED)
 
     def _on_external_post(self, a: _Answer, p: _ExternalPost) -> None:
         slot, outcome, problem, response, now = a.slot, a.outcome, a.problem, a.response, a.now
@@ -2504,7 +2625,7 @@ class Client:
 
     # -- Welcomes ---------------------------------------------------------------------------
 
-    def _on_welcomes(self, a: _Answer) -> None:
+    def _on_welcomes(self, a: _Answer, p: _Welcomes) -> None:
         slot, outcome, problem, response, now = a.slot, a.outcome, a.problem, a.response, a.now
         if outcome != _Outcome.OK:
             self._refused(slot, problem, "/v1/welcomes", now)
@@ -2515,6 +2636,7 @@ class Client:
             self._join(pending, now)
         if welcomes:
             self._count.wanted = True
+        self._settle_requests(p.settles)
 
     def _join(self, pending: api.PendingWelcome, now: float) -> None:
         """

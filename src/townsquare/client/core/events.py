@@ -14,6 +14,7 @@ carries secrets. Ids are bytes (group ids, device keys, wire message ids).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from townsquare.client.core.messages import StoredMessage
 
@@ -88,9 +89,17 @@ class GroupJoined:
 @dataclass(frozen=True, slots=True)
 class JoinFailed:
     """
-    A join by invite link was refused for good (``code``: the relay's problem code, e.g.
-    ``invite-not-found`` for a reset link, ``invite-expired``, ``invite-used-up``).
+    A join by invite link ended without joining (the join record is gone).
+
+    ``code`` is the relay's problem code when it refused the link for good (e.g.
+    ``invite-not-found`` for a reset link, ``invite-expired``, ``invite-used-up``), or
+    :attr:`NOT_APPROVED` (``"not-approved"``) when a join request to a group that requires
+    approval no longer waits and no Welcome came: an admin declined it, or it was
+    withdrawn or expired.
     """
+
+    #: The code of a join request that ended without an admin adding us.
+    NOT_APPROVED: ClassVar[str] = "not-approved"
 
     group_id: bytes
     code: str

@@ -47,6 +47,7 @@ __all__ = [
     "fetch_welcomes",
     "get_group_info",
     "get_invite",
+    "get_join_request",
     "key_package_count",
     "list_join_requests",
     "parse_attachment_blob",
@@ -54,6 +55,7 @@ __all__ = [
     "parse_counts",
     "parse_group_info",
     "parse_invite",
+    "parse_join_request",
     "parse_join_requests",
     "parse_log",
     "parse_problem",
@@ -597,6 +599,21 @@ def list_join_requests(request_id: int, group_id: bytes) -> Request:
     )
 
 
+def get_join_request(request_id: int, group_id: bytes, device_key: bytes) -> Request:
+    """
+    ``GET /v1/groups/{group_id}/join-requests/{device_key}``: whether a request still waits.
+
+    The asking device reads its own (an admin any): 200 while it waits, 404
+    ``join-request-not-found`` once it does not (withdrawn, denied, or the device was added).
+    """
+    return Request(
+        request_id=request_id,
+        method="GET",
+        target=f"{_group_path(group_id)}/join-requests/{_b64(device_key)}",
+        body=b"",
+    )
+
+
 def delete_join_request(request_id: int, group_id: bytes, device_key: bytes) -> Request:
     """
     ``DELETE /v1/groups/{group_id}/join-requests/{device_key}``: deny, or clear after adding.
@@ -622,21 +639,30 @@ class PendingJoinRequest:
     created_at: int
 
 
+def _join_request(item: Mapping[str, object]) -> PendingJoinRequest:
+    return PendingJoinRequest(
+        device_key=_bytes(item, "device_key"),
+        invite_key=_bytes(item, "invite_key"),
+        key_package=_bytes(item, "key_package"),
+        sealed_note=_bytes(item, "sealed_note"),
+        created_at=_int(item, "created_at"),
+    )
+
+
 def parse_join_requests(response: Response) -> list[PendingJoinRequest]:
     """
     :returns: the join requests in the answer.
     :raises ProtocolError: if the answer is malformed.
     """
-    return [
-        PendingJoinRequest(
-            device_key=_bytes(item, "device_key"),
-            invite_key=_bytes(item, "invite_key"),
-            key_package=_bytes(item, "key_package"),
-            sealed_note=_bytes(item, "sealed_note"),
-            created_at=_int(item, "created_at"),
-        )
-        for item in _objects(_json_object(response), "requests")
-    ]
+    return [_join_request(item) for item in _objects(_json_object(response), "requests")]
+
+
+def parse_join_request(response: Response) -> PendingJoinRequest:
+    """
+    :returns: the one join request in the answer (``GET …/join-requests/{device_key}``).
+    :raises ProtocolError: if the answer is malformed.
+    """
+    return _join_request(_json_object(response))
 
 
 def get_group_info(request_id: int, group_id: bytes) -> Request:
