@@ -128,6 +128,18 @@ class JoinRequestDeletedBody(BaseModel):
     deleted: bool
 
 
+# What the routes of admins (and of the asking device, for its own request) may answer.
+_ADMIN_ERRORS = (
+    InvalidRequest,
+    SIGNED_ERRORS,
+    NotAMember,
+    NotAnAdmin,
+    UnknownGroup,
+    BodyTooLarge,
+    Unavailable,
+)
+
+
 def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
     """
     Build the join-request routes.
@@ -182,15 +194,7 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
         response_model=JoinRequestsBody,
         summary="List the join requests waiting for a group's admins",
         description="For admin devices (any member, in a group without admins).",
-        responses=documented_errors(
-            InvalidRequest,
-            SIGNED_ERRORS,
-            NotAMember,
-            NotAnAdmin,
-            UnknownGroup,
-            BodyTooLarge,
-            Unavailable,
-        ),
+        responses=documented_errors(*_ADMIN_ERRORS),
         openapi_extra=SIGNED_OPENAPI,
         operation_id="list_join_requests",
     )
@@ -210,16 +214,7 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
             " or answered by adding the device, whose Welcome is then waiting already"
             " (`GET /v1/welcomes`)."
         ),
-        responses=documented_errors(
-            InvalidRequest,
-            SIGNED_ERRORS,
-            NotAMember,
-            NotAnAdmin,
-            UnknownGroup,
-            JoinRequestNotFound,
-            BodyTooLarge,
-            Unavailable,
-        ),
+        responses=documented_errors(*_ADMIN_ERRORS, JoinRequestNotFound),
         openapi_extra=SIGNED_OPENAPI,
         operation_id="get_join_request",
     )
@@ -238,15 +233,7 @@ def router(delivery: DeliveryService, signatures: Signatures) -> APIRouter:
         response_model=JoinRequestDeletedBody,
         summary="Delete a join request (deny it, or after adding the device; or withdraw it)",
         description="For admin devices, and for the asking device itself.",
-        responses=documented_errors(
-            InvalidRequest,
-            SIGNED_ERRORS,
-            NotAMember,
-            NotAnAdmin,
-            UnknownGroup,
-            BodyTooLarge,
-            Unavailable,
-        ),
+        responses=documented_errors(*_ADMIN_ERRORS),
         openapi_extra=SIGNED_OPENAPI,
         operation_id="delete_join_request",
     )
