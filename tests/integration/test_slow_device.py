@@ -64,6 +64,8 @@ from townsquare.server import Limits, Settings, create_app
 from townsquare.server.app import RelayApp
 from townsquare.server.fanout import InMemoryFanout
 
+from .test_delivery import b64u, seeded_rng
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 T = TypeVar("T")
@@ -75,6 +77,7 @@ LIMITS = Limits(
     # Every message of the test is A's: far more than the default quota allows.
     posts_per_window=100_000,
 )
+
 #: The slow device's receive buffer (Linux doubles it; the point is that it is tiny).
 SLOW_RCVBUF_BYTES = 4096
 #: The relay's send buffer on B's connection (also doubled): a few dozen notices.
@@ -91,24 +94,6 @@ RECEIVE_TIMEOUT_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 15.0
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def b64u(data: bytes) -> str:
-    return auth.encode_b64u(data)
-
-
-def seeded_rng(seed: bytes) -> Callable[[int], bytes]:
-    counter = 0
-
-    def rng(n: int) -> bytes:
-        nonlocal counter
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
-            counter += 1
-        return out[:n]
-
-    return rng
 
 
 # -- The relay, served by uvicorn in a thread --------------------------------------------
