@@ -75,25 +75,28 @@ def build_tree(members: int) -> tuple[RatchetTreeNodes, list[LeafNode]]:
             leaves.append(None)
             continue
         members_left -= 1
-        common = {
-            "encryption_key": rand(32),
-            "signature_key": rand(32),
-            "credential": BasicCredential(rand(32)),
-            "capabilities": CAPABILITIES,
-            "signature": rand(64),
-        }
-        if index % 3 == 0:
-            leaves.append(
-                LeafNode(leaf_node_source=LeafNodeSource.COMMIT, parent_hash=rand(32), **common)
+        by_commit = index % 3 == 0
+        # Drawn in this order so that the tree is the one earlier runs measured.
+        encryption_key, signature_key, credential = rand(32), rand(32), rand(32)
+        signature = rand(64)
+        leaves.append(
+            LeafNode(
+                encryption_key=encryption_key,
+                signature_key=signature_key,
+                credential=BasicCredential(credential),
+                capabilities=CAPABILITIES,
+                leaf_node_source=(
+                    LeafNodeSource.COMMIT if by_commit else LeafNodeSource.KEY_PACKAGE
+                ),
+                parent_hash=rand(32) if by_commit else None,
+                lifetime=(
+                    None
+                    if by_commit
+                    else Lifetime(not_before=1_700_000_000, not_after=1_800_000_000)
+                ),
+                signature=signature,
             )
-        else:
-            leaves.append(
-                LeafNode(
-                    leaf_node_source=LeafNodeSource.KEY_PACKAGE,
-                    lifetime=Lifetime(not_before=1_700_000_000, not_after=1_800_000_000),
-                    **common,
-                )
-            )
+        )
     nodes: list[LeafNode | ParentNode | None] = []
     for index, leaf in enumerate(leaves):
         if index:
@@ -124,7 +127,9 @@ def main() -> int:
     if RatchetTreeNodes.decode(tree_bytes) != tree:
         raise SystemExit("the tree does not round-trip")
     suite = get_cipher_suite(1)
-    indexed = [(2 * i, leaf) for i, leaf in enumerate(tree.nodes[::2]) if leaf is not None]
+    indexed = [
+        (2 * i, leaf) for i, leaf in enumerate(tree.nodes[::2]) if isinstance(leaf, LeafNode)
+    ]
     commit_bytes = bytes.fromhex(json.loads(VECTORS.read_text())[0]["public_message_commit"])
     sender_data = SenderData(leaf_index=1234, generation=56, reuse_guard=b"\x01\x02\x03\x04")
     sender_data_bytes = sender_data.encode()
