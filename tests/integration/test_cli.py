@@ -291,3 +291,38 @@ def test_a_group_that_requires_approval(relay_process: Any, tmp_path: Path) -> N
     assert wang.json("invite", group, "--reset") == {"revoked": 1}
     (zhao,) = profiles(tmp_path / "later", relay_process.url, "Zhao")
     assert "invite was refused: invite-not-found" in zhao.run("join", link, status=1).stderr
+
+
+def test_an_admin_turns_on_approval_after_creation(relay_process: Any, tmp_path: Path) -> None:
+    """A group that started open gets spam: its admin makes newcomers ask from then on."""
+    wang, li, spam = profiles(tmp_path, relay_process.url, "王阿姨", "李叔", "Spammer")
+    group = wang.json("group", "create", "王家村 Wang Village")["group_id"]
+    open_group = {
+        "group_id": group,
+        "approval_required": False,
+        "members_can_add": False,
+        "admins": 1,
+    }
+    assert wang.json("group", "settings", group) == open_group
+    link = wang.json("invite", group)["link"]
+    assert li.json("join", link) == {"group_id": group, "state": "joined"}
+
+    changed = wang.json("group", "settings", group, "--approval", "on")
+    assert changed == {**open_group, "approval_required": True, "state": "done"}
+    li.run("sync")
+    assert li.json("group", "settings", group)["approval_required"] is True
+    # The same link now makes a newcomer ask instead of joining.
+    assert spam.json("join", link) == {"group_id": group, "state": "requested"}
+    assert spam.json("groups") == []
+    assert [r["name"] for r in wang.json("requests", group)] == ["Spammer"]
+
+    # 李叔 is a member, not an admin: refused in one clear line, and nothing changes.
+    refused = li.run("group", "settings", group, "--approval", "off", status=1)
+    assert refused.stderr == (
+        "townsquare: error: only an admin of the group may change its settings\n"
+    )
+    assert li.json("sync")["queued"] == 0
+    for profile in (wang, li):
+        profile.run("sync")
+        assert profile.json("group", "settings", group)["approval_required"] is True
+    assert {m["name"] for m in wang.json("members", group)} == {"王阿姨", "李叔"}

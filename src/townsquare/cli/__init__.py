@@ -2,7 +2,7 @@
 The ``townsquare`` command.
 
 ``townsquare serve`` runs a relay (``townsquare demo``, one with a demo
-county); the member commands (``init``, ``whoami``, ``group create``,
+county); the member commands (``init``, ``whoami``, ``group create``, ``group settings``,
 ``add``, ``send``, ``sync``, ``messages``, ``members``, ``remove``,
 ``leave``, ``invite``, ``join``, ``requests``, ``approve``, ``deny``,
 ``admin``, ``rekey``) drive the client SDK on a device's home folder, given as
@@ -52,6 +52,8 @@ _FLAGS = frozenset(
 )
 _VALUED = ("--timeout", "--relay", "--name", "--days", "--uses")
 _GLOBAL_VALUED = ("--home",)
+# Options that take a value in one subcommand (``on``/``off``) and are flags elsewhere.
+_VALUED_IN = {("group", "settings"): ("--approval", "--members-can-add")}
 
 
 def _positionals_last(argv: list[str]) -> list[str]:
@@ -74,19 +76,23 @@ def _positionals_last(argv: list[str]) -> list[str]:
         return argv
     if head[-1] not in member.COMMANDS:
         return argv
+    extra: tuple[str, ...] = ()
     if head[-1] == "group":
         sub = next(rest, None)
         if sub is None:
             return argv
         head.append(sub)
+        extra = _VALUED_IN.get(("group", sub), ())
+    flags = _FLAGS - set(extra)
+    valued = (*_VALUED, *extra)
     options: list[str] = []
     positionals: list[str] = []
     for token in rest:
         if token == "--":  # noqa: S105 - not a password
             positionals.extend(rest)
-        elif token in _FLAGS or token.startswith(tuple(f"{v}=" for v in _VALUED)):
+        elif token in flags or token.startswith(tuple(f"{v}=" for v in valued)):
             options.append(token)
-        elif token in _VALUED:
+        elif token in valued:
             options.extend((token, next(rest, "")))
         else:
             positionals.append(token)

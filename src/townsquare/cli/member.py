@@ -38,6 +38,7 @@ from townsquare.client.core.events import (
     MessageReceived,
     RemovedFromGroup,
 )
+from townsquare.client.core.groups import GroupSettings
 from townsquare.client.core.messages import StoredMessage
 
 __all__ = ["COMMANDS", "DEFAULT_TIMEOUT_SECONDS", "add_parsers"]
@@ -69,6 +70,8 @@ COMMANDS = frozenset(
 DEFAULT_TIMEOUT_SECONDS = 30.0
 # Kinds ``messages`` leaves out unless ``--all``: bookkeeping, not conversation.
 _HIDDEN_KINDS = frozenset({"profile", "group_title"})
+# The values of ``group settings``'s switches.
+_SWITCH = ("on", "off")
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +119,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _json_flag(p)
     p.set_defaults(run=_groups)
 
-    p = commands.add_parser("group", help="create groups")
+    p = commands.add_parser("group", help="create groups, show or change their settings")
     group_commands = p.add_subparsers(dest="group_command", required=True, metavar="COMMAND")
     p = group_commands.add_parser("create", help="create a group with you as its only member")
     p.add_argument("title", metavar="TITLE")
@@ -129,6 +132,25 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _json_flag(p)
     _sync_flags(p)
     p.set_defaults(run=_online(_group_create))
+    p = group_commands.add_parser(
+        "settings", help="show a group's settings, or change them (admins)"
+    )
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument(
+        "--approval",
+        choices=_SWITCH,
+        default=None,
+        help="on: newcomers with a link ask to join and an admin approves them",
+    )
+    p.add_argument(
+        "--members-can-add",
+        choices=_SWITCH,
+        default=None,
+        help="on: any member may add others; off: only admins",
+    )
+    _json_flag(p)
+    _sync_flags(p)
+    p.set_defaults(run=_group_settings)
 
     p = commands.add_parser("add", help="add members to a group by their account keys")
     p.add_argument("group", metavar="GROUP")
@@ -467,6 +489,74 @@ async def _group_create(args: argparse.Namespace) -> int:
     else:
         out(f"Created {args.title}: {encode_id(group_id)}")
     return 0
+
+
+def _group_settings(args: argparse.Namespace) -> int:
+    group_id = decode_id(args.group, "GROUP")
+    if args.approval is None and args.members_can_add is None:
+        # Only reading: the home as last synced, like ``members``.
+        with open_local(args.home) as client:
+            settings = client.group_settings(group_id)
+            admins = client.admins(group_id)
+        _print_settings(args, group_id, settings, admins, state=None)
+        return 0
+    return asyncio.run(_change_settings(args, group_id))
+
+
+async def _change_settings(args: argparse.Namespace, group_id: bytes) -> int:
+    async with open_online(args.home, timeout=args.timeout) as s:
+        # Catch up first: the change is judged against the group's settings now (another
+        # admin may have made it), and who is an admin may have changed.
+        done = await s.sync()
+        changed = s.driver.set_group_settings(
+            group_id,
+            approval_required=None if args.approval is None else args.approval == "on",
+            members_can_add=None if args.members_can_add is None else args.members_can_add == "on",
+        )
+        if changed and done:
+            done = await s.sync()
+        _fail_on(s)
+        settings = s.client.group_settings(group_id)
+        admins = s.client.admins(group_id)
+    if not args.json:
+        if not changed:
+            out("No change: the group already has these settings.")
+        elif not done:
+            out("Queued: the change is sent at the next sync.")
+        else:
+            out("Changed.")
+    _print_settings(args, group_id, settings, admins, state="done" if done else "queued")
+    return 0
+
+
+def _print_settings(
+    args: argparse.Namespace,
+    group_id: bytes,
+    settings: GroupSettings | None,
+    admins: frozenset[bytes] | None,
+    *,
+    state: str | None,
+) -> None:
+    # A group without a policy (another client made it): any member may add, nobody approves.
+    approval = settings is not None and settings.approval_required
+    members_can_add = settings is None or settings.members_can_add
+    if args.json:
+        row: dict[str, Any] = {
+            "group_id": encode_id(group_id),
+            "approval_required": approval,
+            "members_can_add": members_can_add,
+            "admins": None if admins is None else len(admins),
+        }
+        if state is not None:
+            row["state"] = state
+        print_json(row)
+        return
+    if settings is None:
+        out("This group has no admins or settings (another client made it).")
+    out(f"approval:        {'on' if approval else 'off'}")
+    out(f"members can add: {'on' if members_can_add else 'off'}")
+    if admins is not None:
+        out(f"admins:          {len(admins)}")
 
 
 async def _add(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ class UsageError(ClientError):
 
 class NotAnAdmin(UsageError):
     """
-    The group's policy lets only its admins do this (add, remove others, manage invites).
+    The group's policy lets only its admins do this (add, remove others, invite, change settings).
     """
 
 

@@ -255,3 +255,57 @@ def test_join_again_after_a_denial_says_it_was_not_approved(make: Any) -> None:
     # Asking again is a new request, which waits like the first.
     assert spam.json("join", link) == {"group_id": group, "state": "requested"}
     assert spam.json("sync")["pending"] == [group]
+
+
+def test_group_settings_shows_and_an_admin_changes_them(make: Any) -> None:
+    wang, li = make("王阿姨"), make("李叔")
+    group = wang.json("group", "create", "村委会")["group_id"]
+    wang.run("add", group, li.json("whoami")["account_key"])
+    li.run("sync")
+    closed = {
+        "group_id": group,
+        "approval_required": False,
+        "members_can_add": False,
+        "admins": 1,
+    }
+    assert wang.json("group", "settings", group) == closed
+    out, _ = wang.run("group", "settings", group)
+    assert out == "approval:        off\nmembers can add: off\nadmins:          1\n"
+
+    changed = wang.json("group", "settings", group, "--approval", "on", "--members-can-add=on")
+    opened = {**closed, "approval_required": True, "members_can_add": True}
+    assert changed == {**opened, "state": "done"}
+    out, _ = wang.run("group", "settings", group, "--approval", "on")
+    assert out.startswith("No change: the group already has these settings.\n")
+    out, _ = wang.run("group", "settings", group, "--members-can-add", "off")
+    assert out.startswith("Changed.\napproval:        on\nmembers can add: off\n")
+
+    # A member who is not an admin: refused in one line, nothing changes.
+    _, err = li.run("group", "settings", group, "--approval", "off", status=1)
+    assert err == "townsquare: error: only an admin of the group may change its settings\n"
+    assert li.json("group", "settings", group)["approval_required"] is True
+    assert li.json("sync")["queued"] == 0
+    assert wang.json("group", "settings", group)["approval_required"] is True
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--home", str(wang.home), "group", "settings", group, "--approval", "maybe"])
+    assert exit_info.value.code == 2
+
+
+def test_group_settings_with_the_relay_down_is_queued(make: Any, net: FakeNet) -> None:
+    wang = make("wang")
+    group = wang.json("group", "create", "t")["group_id"]
+    net.down = True
+    queued = wang.json("group", "settings", group, "--approval", "on")
+    assert (queued["approval_required"], queued["state"]) == (False, "queued")
+    net.down = False
+    wang.run("sync")
+    assert wang.json("group", "settings", group)["approval_required"] is True
+
+
+def test_group_settings_of_an_id_that_starts_with_a_dash(make: Any) -> None:
+    wang = make("wang")
+    _, err = wang.run("group", "settings", "-" + "A" * 21, "--approval", "on", status=1)
+    assert "no group" in err
+    _, err = wang.run("group", "settings", "--json", "-" + "A" * 21, status=1)
+    assert "no group" in err

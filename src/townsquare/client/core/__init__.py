@@ -38,7 +38,7 @@ from townsquare.client.core.events import (
     SendFailed,
     TitleChanged,
 )
-from townsquare.client.core.groups import GroupStatus, GroupSummary, MemberInfo
+from townsquare.client.core.groups import GroupSettings, GroupStatus, GroupSummary, MemberInfo
 from townsquare.client.core.messages import StoredMessage
 from townsquare.client.core.relay_api import Request, Response
 from townsquare.client.core.retry import Backoff
@@ -59,6 +59,7 @@ __all__ = [
     "GroupCreated",
     "GroupJoined",
     "GroupResynced",
+    "GroupSettings",
     "GroupStatus",
     "GroupSummary",
     "InviteFailed",

@@ -100,6 +100,7 @@ from townsquare.client.core.groups import (
     PROFILE_PREFIX,
     RESYNC_KEY,
     TITLE_KEY,
+    GroupSettings,
     GroupStatus,
     GroupSummary,
     MemberInfo,
@@ -1199,6 +1200,56 @@ class Client:
         self._enqueue_commit(state, intent, txn)
         self._save(state, txn)
 
+    def set_group_settings(
+        self,
+        group_id: bytes,
+        *,
+        approval_required: bool | None = None,
+        members_can_add: bool | None = None,
+        now: float,
+    ) -> bool:
+        """
+        Change the flags of the group's policy by one commit (a GroupContextExtensions
+        proposal), as :meth:`set_admin` changes its admins.
+
+        The change is compared with the settings as they will be once the commits
+        already in our outbox are merged: one that changes nothing queues nothing.
+        The intent holds the values asked for, so a commit rebuilt after losing a
+        race changes only what the winner did not already change.
+
+        :param approval_required: whether newcomers with an invite link ask, and an admin
+            adds them; ``None`` leaves it as it is.
+        :param members_can_add: whether any member may add members; ``None`` leaves it.
+        :returns: whether a commit was queued (``False``: nothing to change).
+        :raises UnknownGroup: if this device holds no such group.
+        :raises GroupClosed: if we left, are leaving, or were removed.
+        :raises UsageError: if the group has no policy (another client made it).
+        :raises NotAnAdmin: if we are not an admin.
+        :raises StoreFailed: if the store fails (nothing was accepted).
+        """
+        del now
+        state = self._committable(group_id)
+        policy = rules.group_policy(state.group.context.extensions)
+        if policy is None:
+            raise UsageError("this group has no settings to change (another client made it)")
+        self._require_admin(state, "change its settings")
+        intent = CommitIntent(
+            approval_required=None if approval_required is None else int(approval_required),
+            members_can_add=None if members_can_add is None else int(members_can_add),
+        )
+        # The settings as our queued commits will leave them: asking for the same
+        # twice queues one commit, and undoing a queued change is not a no-op.
+        expected = policy
+        for queued in state.outbox.values():
+            if queued.kind == EntryKind.COMMIT and queued.intent is not None:
+                expected = _with_settings(expected, queued.intent)
+        if _with_settings(expected, intent) == expected:
+            return False
+        txn = _Txn(state.store)
+        self._enqueue_commit(state, intent, txn)
+        self._save(state, txn)
+        return True
+
     def update_keys(self, group_id: bytes, *, now: float) -> None:
         """
         Refresh this device's leaf keys (an empty commit with a path; RFC 9420 §12.4).
@@ -1258,6 +1309,22 @@ class Client:
             return None
         members = {int(m.leaf_index): m.leaf_node.signature_key for m in group.members()}
         return rules.effective_admins(policy, members)
+
+    def group_settings(self, group_id: bytes) -> GroupSettings | None:
+        """
+        :returns: the flags of the group's policy in our current epoch (as last known, if
+            closed), or ``None`` if the group has no policy (another client made it: every
+            member may add, and nobody approves newcomers).
+        :raises UnknownGroup: if this device holds no such group.
+        """
+        group = self._state(group_id).group
+        policy = rules.group_policy(group.context.extensions)
+        if policy is None:
+            return None
+        return GroupSettings(
+            approval_required=policy.approval_required,
+            members_can_add=policy.members_can_add,
+        )
 
     def _require_admin(self, state: _GroupState, what: str, *, adds: bool = False) -> None:
         group = state.group
@@ -1726,13 +1793,17 @@ class Client:
             leaf = members.get(device_key)
             if leaf is not None and leaf != group.own_leaf:
                 proposals.append(Remove(int(leaf)))
-        if intent.promote_devices or intent.demote_devices:
+        if intent.changes_policy:
             changed = _changed_policy(group, intent)
             if changed is not None:
                 proposals.append(GroupContextExtensions(changed))
         held = bool(group.pending_proposals) and state.status == GroupStatus.ACTIVE
         if not proposals and not intent.update:
             if not intent.commit_held:
+                if _policy_only(intent):
+                    # Another admin's commit already made the policy what we asked for
+                    # (two admins turning the same setting on): done, not refused.
+                    return None
                 txn.events.append(CommitRejected(state.group_id, "nothing left to commit"))
                 return None
             if not held:
@@ -3003,20 +3074,47 @@ def _policy_refusal(group: Group, staged: StagedCommit) -> str | None:
     return None
 
 
+def _with_settings(policy: rules.GroupPolicy, intent: CommitIntent) -> rules.GroupPolicy:
+    """
+    :returns: ``policy`` with the flags the intent sets (its admins untouched).
+    """
+    changed = policy
+    if intent.approval_required is not None:
+        changed = replace(changed, approval_required=bool(intent.approval_required))
+    if intent.members_can_add is not None:
+        changed = replace(changed, members_can_add=bool(intent.members_can_add))
+    return changed
+
+
+def _policy_only(intent: CommitIntent) -> bool:
+    # An intent that changes only the group policy (admins, settings).
+    return intent.changes_policy and not (
+        intent.add_accounts
+        or intent.add_key_packages
+        or intent.remove_devices
+        or intent.update
+        or intent.commit_held
+    )
+
+
 def _changed_policy(group: Group, intent: CommitIntent) -> tuple[Extension, ...] | None:
     """
-    :returns: the group's GroupContext extensions with the intent's admin changes made to
-        its policy, or ``None`` if nothing would change (another commit did it first).
+    :returns: the group's GroupContext extensions with the intent's admin and settings
+        changes made to its policy, or ``None`` if nothing would change (another commit
+        did it first).
     """
     policy = rules.group_policy(group.context.extensions)
     if policy is None:
         return None
-    changed = policy
+    changed = _with_settings(policy, intent)
     for key in intent.promote_devices:
         changed = changed.with_admin(key, admin=True)
     for key in intent.demote_devices:
         changed = changed.with_admin(key, admin=False)
-    if set(changed.admins) == set(policy.admins):
+    if set(changed.admins) == set(policy.admins) and (
+        changed.approval_required,
+        changed.members_can_add,
+    ) == (policy.approval_required, policy.members_can_add):
         return None
     return tuple(
         changed.extension() if e.extension_type == rules.GROUP_POLICY_EXTENSION else e

@@ -34,6 +34,7 @@ __all__ = [
     "PROFILE_PREFIX",
     "RESYNC_KEY",
     "TITLE_KEY",
+    "GroupSettings",
     "GroupStatus",
     "GroupSummary",
     "MemberInfo",
@@ -201,6 +202,20 @@ class MemberInfo:
     leaf_index: int
     display_name: str | None
     is_self: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSettings:
+    """
+    The flags of a group's policy (:mod:`townsquare.auth.group_policy`) in an epoch.
+
+    :param approval_required: whether newcomers with an invite link ask, and an admin
+        adds them, rather than join alone.
+    :param members_can_add: whether any member may add members (else only admins).
+    """
+
+    approval_required: bool
+    members_can_add: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

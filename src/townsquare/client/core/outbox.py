@@ -16,7 +16,8 @@ device's messages in the order it wrote them. Kinds and their lives::
               stale-epoch ─► catch up, re-encrypt under the same client message id
     PROPOSAL  our leave (Remove of our own leaf) ─► seq ─► gone
               the epoch moved on ─► proposed again at the new epoch
-    COMMIT    an intent (adds, removes, commit held proposals) and the commit built from it;
+    COMMIT    an intent (adds, removes, admins, settings, commit held proposals) and the commit
+              built from it;
               accounts to add get their KeyPackages claimed first, one claim per account
               ─► seq ─► merged when the log reaches it ─► gone
               commit-conflict / stale-epoch ─► catch up (merging the winner), rebuild, retry
@@ -90,6 +91,11 @@ class CommitIntent(Struct):
     :param update: refresh our own leaf's keys (an empty commit with a path).
     :param promote_devices: device keys to make admins (a GroupContextExtensions commit).
     :param demote_devices: device keys that stop being admins.
+    :param approval_required: the group policy's "approval required" flag to set (1 on,
+        0 off), or ``None`` to leave it (with ``members_can_add``, a GroupContextExtensions
+        commit). A value, not a toggle: rebuilt at a later epoch, it changes only what
+        another commit has not already changed.
+    :param members_can_add: the policy's "members may add" flag to set, likewise.
     """
 
     add_accounts: Annotated[tuple[Annotated[bytes, Opaque], ...], Vector] = ()
@@ -99,6 +105,20 @@ class CommitIntent(Struct):
     update: Annotated[int, U8] = 0
     promote_devices: Annotated[tuple[Annotated[bytes, Opaque], ...], Vector] = ()
     demote_devices: Annotated[tuple[Annotated[bytes, Opaque], ...], Vector] = ()
+    approval_required: Annotated[int | None, Optional, U8] = None
+    members_can_add: Annotated[int | None, Optional, U8] = None
+
+    @property
+    def changes_policy(self) -> bool:
+        """
+        Whether the commit changes the group policy (a GroupContextExtensions proposal).
+        """
+        return bool(
+            self.promote_devices
+            or self.demote_devices
+            or self.approval_required is not None
+            or self.members_can_add is not None
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -486,6 +486,28 @@ class ClientDriver:
         self._client.set_admin(group_id, device_key, admin=admin, now=self._clock())
         self._woken(None)
 
+    def set_group_settings(
+        self,
+        group_id: bytes,
+        *,
+        approval_required: bool | None = None,
+        members_can_add: bool | None = None,
+    ) -> bool:
+        """
+        See :meth:`Client.set_group_settings
+        <townsquare.client.core.client.Client.set_group_settings>`.
+
+        :returns: whether a commit was queued (``False``: nothing to change).
+        """
+        return self._woken(
+            self._client.set_group_settings(
+                group_id,
+                approval_required=approval_required,
+                members_can_add=members_can_add,
+                now=self._clock(),
+            )
+        )
+
     def update_keys(self, group_id: bytes) -> None:
         """
         See :meth:`Client.update_keys <townsquare.client.core.client.Client.update_keys>`.
